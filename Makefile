@@ -1,0 +1,49 @@
+# Flagstaff — every developer and CI entry point.
+# `make up` and `make test` are the two set-up commands; both install first.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_STAMP := $(VENV)/.apt-installed
+APT_PACKAGES := etcd-client etcd-server
+
+.PHONY: install apt-deps lint test up sim bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages the tests and benchmarks use (the real etcd and etcdctl).
+$(APT_STAMP): | $(BIN)/python
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	touch $(APT_STAMP)
+
+install: $(STAMP) $(APT_STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy consensus
+
+test: lint
+	$(BIN)/pytest
+
+up: install
+	$(BIN)/flagstaff up
+
+sim: install
+	$(BIN)/flagstaff sim --seeds 100000 --members 3 --progress
+
+bench: install
+	$(BIN)/flagstaff bench-core
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
