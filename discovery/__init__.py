@@ -1,0 +1,1 @@
+"""Service discovery over gRPC with leases (arrives with the discovery issue)."""

@@ -1,0 +1,1 @@
+"""The Flagstaff Django project (settings, URLs, ASGI); lives inside the `platform/` folder."""
