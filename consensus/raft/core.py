@@ -42,6 +42,7 @@ from consensus.raft.types import (
     RaftError,
     ReadState,
     Snapshot,
+    SnapshotTemporarilyUnavailable,
     SoftState,
     StateType,
 )
@@ -251,7 +252,10 @@ class Raft:
         pr = self.trk.progress[to]
         if not pr.recent_active:
             return False
-        snap = self.raft_log.snapshot()
+        try:
+            snap = self.raft_log.snapshot()
+        except SnapshotTemporarilyUnavailable:
+            return False  # stay in probe; retried on the next heartbeat response
         if snap.is_empty():
             raise RaftError("need a non-empty snapshot")
         pr.become_snapshot(snap.metadata.index)
@@ -773,6 +777,11 @@ class Raft:
 
     def _release_pending_read_index_messages(self) -> None:
         if not self.pending_read_index_messages:
+            return
+        # Only a leader answers reads: a deposed leader keeps them until it
+        # leads (and commits in its term) again, else it would broadcast
+        # heartbeats as if it led the current term (RawNode.advance calls this).
+        if self.state != StateType.LEADER:
             return
         if self.raft_log.term(self.raft_log.committed) != self.term:
             return

@@ -139,6 +139,10 @@ class MemoryStorage:
         if index > self.last_index():
             raise UnavailableError(f"snapshot index {index} beyond last index {self.last_index()}")
         offset = self._ents[0].index
+        if index < offset:
+            # Compacted away: its term is unknown (a negative list index would
+            # silently read another entry's term).
+            raise CompactedError(f"snapshot index {index} is compacted (offset {offset})")
         cs = conf_state.copy() if conf_state is not None else self._snapshot.metadata.conf_state.copy()
         self._snapshot = Snapshot(
             data=data,
