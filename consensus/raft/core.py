@@ -14,8 +14,11 @@ Safety invariants this module upholds (checked by the simulator):
 * a leader commits only entries of its own term by counting replicas
   (earlier-term entries commit indirectly, Raft paper section 5.4.2);
 * a configuration change is proposed only after every earlier one has been
-  applied, and a new leader may propose one only after committing an entry
-  of its own term (the known fix for single-server membership changes).
+  applied, and a new leader may propose one only after applying every entry
+  that was in its log when it was elected (as etcd-io/raft). Changes take
+  effect when applied (after commit), so an uncommitted change is never in
+  force anywhere; together these rule out the two-divergent-configurations
+  bug of single-server membership changes.
 """
 
 from __future__ import annotations
@@ -350,8 +353,8 @@ class Raft:
         self.trk.progress[self.id].become_replicate()
         self.trk.progress[self.id].recent_active = True
         # No conf change may be proposed until everything in the log at the
-        # start of this term is applied -- which requires committing the
-        # no-op below, an entry of our own term.
+        # start of this term is applied (the earlier terms' entries commit
+        # together with, or before, the no-op below).
         self.pending_conf_index = self.raft_log.last_index()
         self.append_entry([Entry(term=0, index=0)])
 
