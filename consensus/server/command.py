@@ -1,0 +1,199 @@
+"""``flagstaff node``: run one core member, configured with etcd's flag names.
+
+The client URLs are accepted and kept for the gRPC API (next milestone) but
+not bound yet. ``--listen-metrics-urls`` serves ``/health``, ``/status`` and
+``/metrics`` (see :mod:`consensus.server.metrics_endpoints`). SIGTERM or
+SIGINT stops the member gracefully (a leader hands leadership over first)
+and the process exits 0; a fatal error exits 1; bad flags exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from consensus.server import config as defaults
+from consensus.server.cluster import InitialCluster, parse_url_list
+from consensus.server.config import MemberConfig
+
+log = logging.getLogger("consensus.server")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``flagstaff node`` (etcd's names, units and defaults)."""
+    member = parser.add_argument_group("member")
+    member.add_argument("--name", default="default", help="human-readable name for this member")
+    member.add_argument("--data-dir", default=None, help="path to the data directory (default: <name>.etcd)")
+    member.add_argument(
+        "--listen-peer-urls", default="http://localhost:2380",
+        help="comma-separated URLs to listen on for peer traffic",
+    )
+    member.add_argument(
+        "--listen-client-urls", default="http://localhost:2379",
+        help="comma-separated URLs to listen on for client traffic (reserved for the gRPC API)",
+    )
+    member.add_argument(
+        "--listen-metrics-urls", default="",
+        help="comma-separated URLs serving /health, /status and /metrics over plain HTTP",
+    )
+    member.add_argument(
+        "--heartbeat-interval", type=int, default=defaults.DEFAULT_HEARTBEAT_INTERVAL_MS,
+        help="time (in milliseconds) of a heartbeat interval",
+    )
+    member.add_argument(
+        "--election-timeout", type=int, default=defaults.DEFAULT_ELECTION_TIMEOUT_MS,
+        help="time (in milliseconds) for an election to timeout",
+    )
+    member.add_argument(
+        "--snapshot-count", type=int, default=defaults.DEFAULT_SNAPSHOT_COUNT,
+        help="number of applied entries between two snapshots",
+    )
+    member.add_argument(
+        "--experimental-snapshot-catchup-entries", type=int,
+        default=defaults.DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
+        help="entries kept behind a snapshot for slow followers to catch up without it",
+    )
+    member.add_argument(
+        "--quota-backend-bytes", type=int, default=defaults.DEFAULT_QUOTA_BACKEND_BYTES,
+        help="raise an alarm when the backend exceeds this size (next milestone)",
+    )
+    member.add_argument(
+        "--auto-compaction-mode", default="periodic", choices=("periodic", "revision"),
+        help="interpret --auto-compaction-retention as a duration or a revision count",
+    )
+    member.add_argument(
+        "--auto-compaction-retention", default="0",
+        help="auto compaction retention for the MVCC key-value store (0 disables it)",
+    )
+    member.add_argument(
+        "--max-request-bytes", type=int, default=defaults.DEFAULT_MAX_REQUEST_BYTES,
+        help="maximum client request size in bytes the server will accept",
+    )
+    cluster = parser.add_argument_group("clustering")
+    cluster.add_argument(
+        "--initial-advertise-peer-urls", default="http://localhost:2380",
+        help="this member's peer URLs to advertise to the rest of the cluster",
+    )
+    cluster.add_argument(
+        "--initial-cluster", default=None,
+        help="initial cluster configuration for bootstrapping, e.g. m1=http://10.0.0.1:2380,... "
+        "(default: <name>=<initial-advertise-peer-urls>)",
+    )
+    cluster.add_argument(
+        "--initial-cluster-state", default=defaults.CLUSTER_STATE_NEW,
+        choices=(defaults.CLUSTER_STATE_NEW, defaults.CLUSTER_STATE_EXISTING),
+        help="'new' bootstraps a cluster; 'existing' joins one (after `member add`)",
+    )
+    cluster.add_argument(
+        "--initial-cluster-token", default=defaults.DEFAULT_CLUSTER_TOKEN,
+        help="initial cluster token, part of every member id during bootstrap",
+    )
+    cluster.add_argument(
+        "--advertise-client-urls", default="http://localhost:2379",
+        help="this member's client URLs to advertise to the rest of the cluster",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warn", "error"),
+        help="log level",
+    )
+    # Test-only: /debug/* on the metrics listener (propose, read, membership). Hidden.
+    parser.add_argument("--enable-debug-endpoints", action="store_true", help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> MemberConfig:
+    """Build and validate the member's configuration (ValueError names a bad flag)."""
+    advertise_peer = parse_url_list(args.initial_advertise_peer_urls)
+    initial_cluster = args.initial_cluster or ",".join(f"{args.name}={u}" for u in advertise_peer)
+    config = MemberConfig(
+        name=args.name,
+        data_dir=args.data_dir or f"{args.name}.etcd",
+        initial_cluster=InitialCluster.parse(initial_cluster, args.initial_cluster_token),
+        listen_peer_urls=parse_url_list(args.listen_peer_urls),
+        initial_advertise_peer_urls=advertise_peer,
+        listen_client_urls=parse_url_list(args.listen_client_urls),
+        advertise_client_urls=parse_url_list(args.advertise_client_urls),
+        listen_metrics_urls=parse_url_list(args.listen_metrics_urls),
+        initial_cluster_state=args.initial_cluster_state,
+        heartbeat_interval_ms=args.heartbeat_interval,
+        election_timeout_ms=args.election_timeout,
+        snapshot_count=args.snapshot_count,
+        snapshot_catchup_entries=args.experimental_snapshot_catchup_entries,
+        quota_backend_bytes=args.quota_backend_bytes,
+        auto_compaction_mode=args.auto_compaction_mode,
+        auto_compaction_retention=args.auto_compaction_retention,
+        max_request_bytes=args.max_request_bytes,
+        enable_debug_endpoints=args.enable_debug_endpoints,
+    )
+    config.validate()
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a member until it is stopped; the process exit code."""
+    logging.basicConfig(
+        level={"warn": logging.WARNING}.get(args.log_level, args.log_level.upper()),
+        format=f"%(asctime)s %(levelname)s [{args.name}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"flagstaff node: {exc}", file=sys.stderr)
+        return 2
+    return run_event_loop(serve(config))
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed, else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency
+        return asyncio.run(main)
+    result: int = uvloop.run(main)
+    return result
+
+
+async def serve(config: MemberConfig) -> int:
+    """Start the member and its metrics listener; wait for a signal or a fatal error."""
+    # Imported here so that `flagstaff node --help` stays fast.
+    from consensus.server.http1 import HttpResponder
+    from consensus.server.member import Member
+    from consensus.server.metrics_endpoints import member_routes
+
+    member = Member(config)
+    try:
+        await member.start()
+    except Exception as exc:
+        log.error("could not start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        await member.stop(transfer_leadership=False)
+        return 1
+    responder = HttpResponder(member_routes(member, debug=config.enable_debug_endpoints))
+    try:
+        await responder.listen(config.listen_metrics_urls)
+    except OSError as exc:
+        log.error("could not listen on --listen-metrics-urls: %s", exc)
+        await member.stop(transfer_leadership=False)
+        return 1
+    if config.enable_debug_endpoints:
+        log.warning("--enable-debug-endpoints is on: /debug/* accepts writes (tests only)")
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(signame: str) -> None:
+        if stopping:
+            return
+        log.info("received %s: stopping", signame)
+        stopping.append(loop.create_task(member.stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    code = await member.wait_stopped()
+    await responder.stop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    return code

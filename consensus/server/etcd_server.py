@@ -1,0 +1,205 @@
+"""The etcd v3 gRPC front of a member: shared plumbing for every service.
+
+``EtcdServer`` owns the grpc.aio server bound to ``--listen-client-urls``,
+the replicated :class:`EtcdStateMachine`, and what every service needs:
+response headers, proposing a request through Raft, linearizable read
+barriers, and the translation of errors into etcd's exact gRPC status codes
+and messages (clients match on the text).
+
+Services live in their own modules (``kv_service`` ...) and register
+themselves through :meth:`EtcdServer.add_service`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import grpc
+from google.protobuf.message import Message as PbMessage
+
+from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
+from consensus.mvcc import MVCCError
+from consensus.server import errors
+from consensus.server.etcd_state import EtcdStateMachine
+from consensus.server.internal_request import InternalRequest, Op
+
+log = logging.getLogger(__name__)
+
+GRPC_OVERHEAD_BYTES = 512 * 1024
+"""Room above --max-request-bytes for gRPC framing (etcd uses the same margin)."""
+
+_MEMBER_ERROR_CODES: dict[type[errors.MemberError], grpc.StatusCode] = {
+    errors.NoLeaderError: grpc.StatusCode.UNAVAILABLE,
+    errors.RequestTimeoutError: grpc.StatusCode.UNAVAILABLE,
+    errors.TimeoutDueToLeaderFailError: grpc.StatusCode.UNAVAILABLE,
+    errors.ProposalDroppedError: grpc.StatusCode.UNAVAILABLE,
+    errors.LeaderChangedError: grpc.StatusCode.UNAVAILABLE,
+    errors.StoppedError: grpc.StatusCode.UNAVAILABLE,
+    errors.RequestTooLargeError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.TooManyRequestsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.LeadershipTransferTimeoutError: grpc.StatusCode.UNAVAILABLE,
+    errors.NotLeaderError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.MemberIdExistsError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.MemberIdNotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.MemberIdRemovedError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PeerUrlExistsError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.MemberNotLearnerError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.LearnerNotReadyError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.UnhealthyClusterError: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class EtcdError(Exception):
+    """An error raised by a service with an explicit gRPC code and etcd's message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """etcd's (code, message) for an error the services raise, or None if unexpected."""
+    if isinstance(exc, EtcdError):
+        return exc.code, exc.message
+    if isinstance(exc, MVCCError):
+        return getattr(grpc.StatusCode, exc.grpc_code), exc.grpc_message
+    if isinstance(exc, errors.MemberError):
+        for cls in type(exc).__mro__:
+            code = _MEMBER_ERROR_CODES.get(cls)
+            if code is not None:
+                return code, str(exc)
+        return grpc.StatusCode.UNKNOWN, str(exc)
+    return None
+
+
+_Req = TypeVar("_Req", bound=PbMessage)
+_Resp = TypeVar("_Resp", bound=PbMessage)
+Handler = Callable[[Any, _Req, grpc.aio.ServicerContext], Awaitable[_Resp]]
+
+
+def unary(handler: Handler[_Req, _Resp]) -> Handler[_Req, _Resp]:
+    """Decorate a unary service method: map errors to etcd's status codes and messages."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: Any, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
+        try:
+            return await handler(self, request, context)
+        except (EtcdError, MVCCError, errors.MemberError) as exc:
+            status = status_of(exc)
+            assert status is not None
+            await context.abort(status[0], status[1])
+            raise  # unreachable: abort raises
+
+    return wrapped
+
+
+class MemberPort(Protocol):
+    """What the gRPC layer needs of the Raft member (``consensus.server.member.Member``)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def cluster_id(self) -> int: ...
+
+    @property
+    def leader(self) -> int: ...
+
+    @property
+    def term(self) -> int: ...
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> object: ...
+
+    async def read_index(self, timeout: float | None = None) -> int: ...
+
+
+class EtcdServer:
+    """The gRPC server of one member and the helpers every etcd service uses."""
+
+    def __init__(
+        self,
+        member: MemberPort,
+        fsm: EtcdStateMachine,
+        *,
+        max_request_bytes: int = 3 * 512 * 1024,
+    ) -> None:
+        self.member = member
+        self.fsm = fsm
+        self.max_request_bytes = max_request_bytes
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
+                ("grpc.max_send_message_length", 2**31 - 1),
+                ("grpc.max_concurrent_streams", 2**31 - 1),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self._started = False
+
+    # -- wiring ---------------------------------------------------------------------------
+    def add_service(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
+        """Register a servicer with its generated ``add_*Servicer_to_server`` function."""
+        register(servicer, self.server)
+
+    async def start(self, client_urls: list[str]) -> None:
+        for url in client_urls:
+            parts = urlsplit(url)
+            host = parts.hostname or "127.0.0.1"
+            port = parts.port or 2379
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            bound = self.server.add_insecure_port(address)
+            if bound == 0:
+                raise OSError(f"cannot listen for clients on {url}")
+        await self.server.start()
+        self._started = True
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._started:
+            await self.server.stop(grace)
+            self._started = False
+
+    # -- helpers for services ------------------------------------------------------------------
+    def header(self, revision: int | None = None) -> pb.ResponseHeader:
+        return pb.ResponseHeader(
+            cluster_id=self.member.cluster_id,
+            member_id=self.member.id,
+            revision=self.fsm.kv.revision if revision is None else revision,
+            raft_term=self.member.term,
+        )
+
+    def check_has_leader(self, context: grpc.aio.ServicerContext) -> None:
+        """Honour the ``hasleader`` metadata: refuse at once when no leader is known."""
+        if self.member.leader != 0:
+            return
+        for key, value in context.invocation_metadata() or ():
+            if key == "hasleader" and value == "true":
+                raise EtcdError(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+
+    async def propose(
+        self, op: Op, request: PbMessage, context: grpc.aio.ServicerContext | None = None
+    ) -> object:
+        """Replicate ``request``; returns apply's result (raising a refusal as an error)."""
+        body = request.SerializeToString()
+        if len(body) > self.max_request_bytes:
+            raise errors.RequestTooLargeError()
+        actor = reason = ""
+        if context is not None:
+            for key, value in context.invocation_metadata() or ():
+                if key == "flagstaff-actor" and isinstance(value, str):
+                    actor = value
+                elif key == "flagstaff-reason" and isinstance(value, str):
+                    reason = value
+        data = InternalRequest(op, body, actor=actor, reason=reason).encode()
+        result = await self.member.propose(data)
+        if isinstance(result, MVCCError):
+            raise result
+        return result
+
+    async def linearizable_barrier(self) -> None:
+        """Wait until this member has applied everything committed when the call began."""
+        await self.member.read_index()

@@ -1,0 +1,892 @@
+"""The asyncio member: one Raft node with its durable log, peer transport and state machine.
+
+:class:`Member` drives a :class:`~consensus.raft.rawnode.RawNode` on one
+event loop:
+
+* a tick timer calls ``tick()`` every ``--heartbeat-interval``;
+* inbound peer messages, proposals and reads are stepped as they arrive;
+* the Ready loop takes one ``Ready`` at a time and follows its contract:
+  persist (WAL append on the loop, fsync on the group-commit thread: one
+  fsync covers everything appended meanwhile), then send, then install the
+  snapshot and apply the committed entries, then serve read states, then
+  ``advance``. Input keeps being stepped while a Ready is being persisted,
+  so the next Ready batches everything that arrived meanwhile.
+
+The public async API (what the gRPC layer builds on): :meth:`Member.propose`,
+:meth:`Member.read_index`, :meth:`Member.add_member`,
+:meth:`Member.remove_member`, :meth:`Member.promote_member`,
+:meth:`Member.transfer_leadership`, :meth:`Member.status` and
+:meth:`Member.stop`. Failures raise :mod:`consensus.server.errors` classes
+whose text is etcd's.
+
+Invariants:
+
+* the messages of a Ready leave only after its state is durable
+  (``must_sync``): a vote or an acknowledged entry is never lost by a crash;
+* entries are applied once per process, in index order; ``applied`` only
+  moves forward and equals ``fsm.applied_index`` between Readies;
+* a caller's future resolves only with the result of applying *its* entry:
+  entries carry ``(proposer id, request id)`` (see :mod:`consensus.server.proposal`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from consensus.raft.core import Config
+from consensus.raft.rawnode import RawNode
+from consensus.raft.types import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    Message,
+    ProposalDropped,
+    RaftError,
+    ReadState,
+    Ready,
+    Snapshot,
+    SoftState,
+    StateType,
+)
+from consensus.server import errors
+from consensus.server.cluster import MemberIdentity, member_id
+from consensus.server.config import CLUSTER_STATE_NEW, MAX_APPLY_LAG, MemberConfig
+from consensus.server.fsm import DigestStateMachine, StateMachine
+from consensus.server.membership import MemberInfo, Membership
+from consensus.server.metrics import MemberMetrics, MetricsSample
+from consensus.server.proposal import (
+    RequestHeader,
+    RequestIdGenerator,
+    decode_conf_change_context,
+    decode_request,
+    encode_conf_change_context,
+    encode_request,
+)
+from consensus.server.state_snapshot import StateSnapshot
+from consensus.server.transport import PeerTransport, TransportLimits, fetch_cluster_id
+from consensus.storage.durable import WAL_DIR, DurableLog
+from consensus.storage.wal import WAL
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+READ_INDEX_RETRY_SECONDS = 0.5
+"""A ReadIndex request unanswered this long is sent again (etcd's readIndexRetryTime)."""
+
+JOIN_DISCOVERY_SECONDS = 30.0
+"""How long a member joining an existing cluster keeps asking peers for the cluster id."""
+
+LEARNER_READY_FRACTION = 0.9
+"""A learner may be promoted once it has this fraction of the leader's log (etcd's rule)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """One member's view of itself and the cluster, at one moment."""
+
+    id: int
+    name: str
+    cluster_id: int
+    leader: int
+    term: int
+    commit: int
+    applied: int
+    raft_index: int
+    raft_state: str
+    is_learner: bool
+    snapshot_index: int
+    members: list[MemberInfo]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form; ids are hex strings, as etcdctl prints them."""
+        return {
+            "id": f"{self.id:x}",
+            "name": self.name,
+            "cluster_id": f"{self.cluster_id:x}",
+            "leader": f"{self.leader:x}" if self.leader else "",
+            "term": self.term,
+            "commit": self.commit,
+            "applied": self.applied,
+            "raft_index": self.raft_index,
+            "raft_state": self.raft_state,
+            "is_learner": self.is_learner,
+            "snapshot_index": self.snapshot_index,
+            "members": [
+                {
+                    "id": f"{m.id:x}",
+                    "name": m.name,
+                    "peer_urls": m.peer_urls,
+                    "client_urls": m.client_urls,
+                    "is_learner": m.is_learner,
+                }
+                for m in self.members
+            ],
+        }
+
+
+@dataclass(slots=True)
+class _ReadRound:
+    """One ReadIndex request in flight and every caller it serves.
+
+    ``contexts`` holds every request context sent for this round (a retry
+    sends a new one); an answer to any of them answers the round.
+    """
+
+    contexts: set[bytes]
+    waiters: list[asyncio.Future[int]]
+    retry: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class _ReadsAwaitingApply:
+    """Reads answered with ``index``, released once ``applied >= index``."""
+
+    index: int
+    waiters: list[asyncio.Future[int]] = field(default_factory=list)
+
+
+class Member:
+    """One running Raft member (see the module docstring for the loop and the API)."""
+
+    def __init__(self, config: MemberConfig, fsm: StateMachine | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.fsm: StateMachine = fsm if fsm is not None else DigestStateMachine()
+        self.metrics = MemberMetrics()
+        self.membership = Membership()
+        self._identity: MemberIdentity | None = None
+        self._log: DurableLog | None = None
+        self._node: RawNode | None = None
+        self._transport: PeerTransport | None = None
+        self._initial_members: dict[int, tuple[str, list[str]]] = {}
+        self._request_ids = RequestIdGenerator()
+        self._proposals: dict[int, asyncio.Future[object]] = {}
+        self._conf_changes: dict[int, asyncio.Future[MemberInfo | None]] = {}
+        self._read_next: list[asyncio.Future[int]] = []
+        self._read_round: _ReadRound | None = None
+        self._reads_awaiting_apply: list[_ReadsAwaitingApply] = []
+        self._applied = 0
+        self._snapshot_index = 0
+        self._leader = NONE
+        self._last_known_leader = NONE
+        self._raft_state = StateType.FOLLOWER
+        self._input = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._processing_ready = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._stop_requested = False
+        self._stopping = False
+        """Set once the member refuses new work (after any leadership hand-over)."""
+        self._stopped = asyncio.Event()
+        self._exit_code = 0
+        self._removed = False
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def id(self) -> int:
+        return self._require(self._identity).member_id
+
+    @property
+    def cluster_id(self) -> int:
+        return self._require(self._identity).cluster_id
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def leader(self) -> int:
+        """The leader this member knows of (``NONE`` while there is none)."""
+        return self._leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._raft_state == StateType.LEADER
+
+    @property
+    def applied(self) -> int:
+        """The index of the last entry applied to the state machine."""
+        return self._applied
+
+    @property
+    def term(self) -> int:
+        """The current Raft term (0 before start)."""
+        return self._node.raft.term if self._node is not None else 0
+
+    @property
+    def commit(self) -> int:
+        """The commit index this member knows of (0 before start)."""
+        return self._node.raft.raft_log.committed if self._node is not None else 0
+
+    # -- start-up -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open (or create) the data dir, start Raft, listen for peers, start ticking."""
+        self._identity, self._log = await self._open_log()
+        identity, durable = self._identity, self._log
+        self._initial_members = identity.initial_member_ids()
+        storage = durable.storage
+        snapshot = storage.snapshot()
+        if not snapshot.is_empty():
+            self._restore_snapshot(snapshot)
+        node = RawNode(
+            Config(
+                id=identity.member_id,
+                storage=storage,
+                rng=random.Random(int.from_bytes(os.urandom(8), "little")),
+                election_tick=self.config.election_tick,
+                heartbeat_tick=self.config.heartbeat_tick,
+                applied=self._applied,
+                check_quorum=True,
+                pre_vote=True,
+            )
+        )
+        hard_state, _ = storage.initial_state()
+        if storage.last_index() == 0 and hard_state.is_empty():
+            if self.config.initial_cluster_state == CLUSTER_STATE_NEW:
+                peers = sorted(self._initial_members)
+                log.info("bootstrapping a new cluster %x of %d members", identity.cluster_id, len(peers))
+                node.bootstrap(peers)
+            else:
+                log.info("joining cluster %x: waiting to be added by the leader", identity.cluster_id)
+        else:
+            log.info(
+                "recovered from %s: term %d, commit %d, last index %d, snapshot at %d",
+                durable.data_dir, hard_state.term, hard_state.commit,
+                storage.last_index(), snapshot.metadata.index,
+            )
+        self._node = node
+        transport = PeerTransport(
+            identity.cluster_id,
+            identity.member_id,
+            self._receive,
+            self,
+            limits=TransportLimits(),
+        )
+        self._transport = transport
+        self._sync_transport_peers()
+        await transport.listen(self.config.listen_peer_urls)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._ready_loop(), name="raft-ready"),
+            loop.create_task(self._tick_loop(), name="raft-tick"),
+        ]
+        self._input.set()
+        log.info("member %s (%x) started in cluster %x", self.name, self.id, self.cluster_id)
+
+    async def _open_log(self) -> tuple[MemberIdentity, DurableLog]:
+        cfg = self.config
+        wal_dir = os.path.join(cfg.data_dir, WAL_DIR)
+        open_kwargs: dict[str, Any] = {"catch_up_entries": cfg.snapshot_catchup_entries}
+        if WAL.exists(wal_dir):
+            durable = await asyncio.to_thread(DurableLog.open, cfg.data_dir, b"", **open_kwargs)
+            identity = MemberIdentity.decode(durable.metadata)
+            if identity.name != cfg.name:
+                log.warning(
+                    "data dir %s belongs to member %r; ignoring --name %r",
+                    cfg.data_dir, identity.name, cfg.name,
+                )
+            return identity, durable
+        ic = cfg.initial_cluster
+        mid = ic.id_of(cfg.name)
+        if cfg.initial_cluster_state == CLUSTER_STATE_NEW:
+            cid = ic.cluster_id()
+        else:
+            cid = await self._discover_cluster_id()
+        identity = MemberIdentity(mid, cid, cfg.name, ic.token, dict(ic.peer_urls_by_name))
+        durable = await asyncio.to_thread(DurableLog.open, cfg.data_dir, identity.encode(), **open_kwargs)
+        return identity, durable
+
+    async def _discover_cluster_id(self) -> int:
+        """Ask the other members of ``--initial-cluster`` which cluster we are joining."""
+        ic = self.config.initial_cluster
+        others = [
+            url for name, urls in ic.peer_urls_by_name.items() if name != self.config.name for url in urls
+        ]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JOIN_DISCOVERY_SECONDS
+        while True:
+            found = await fetch_cluster_id(others)
+            if found is not None:
+                cid, answered_by = found
+                log.info("joining cluster %x (answered by member %x)", cid, answered_by)
+                return cid
+            if loop.time() > deadline:
+                raise RuntimeError(
+                    "--initial-cluster-state existing: no member of --initial-cluster answered "
+                    f"at {', '.join(others) or '(none listed)'}"
+                )
+            await asyncio.sleep(0.2)
+
+    # -- the Raft loop --------------------------------------------------------------------------
+    def _signal(self) -> None:
+        self._input.set()
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.heartbeat_interval_ms / 1000
+        next_at = loop.time() + interval
+        node = self._require(self._node)
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            now = loop.time()
+            next_at += interval
+            if next_at < now:
+                # The loop stalled for more than a tick: resume the cadence
+                # rather than firing a burst of ticks (which could start
+                # elections on the strength of our own stall).
+                next_at = now + interval
+            node.tick()
+            self._signal()
+
+    async def _ready_loop(self) -> None:
+        node = self._require(self._node)
+        try:
+            while True:
+                await self._input.wait()
+                self._input.clear()
+                while node.has_ready():
+                    rd = node.ready()
+                    self._processing_ready = True
+                    try:
+                        await self._process_ready(rd)
+                    finally:
+                        self._processing_ready = False
+                    node.advance(rd)
+                    self._notify_changed()
+                self._notify_changed()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.exception("fatal error in the Raft loop; stopping")
+            self._exit_code = 1
+            self._spawn(self._shutdown())
+            raise
+
+    async def _process_ready(self, rd: Ready) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        durable = self._require(self._log)
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            await durable.persist_async(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+        if rd.messages:
+            self._require(self._transport).send(rd.messages)
+        if rd.snapshot is not None and not rd.snapshot.is_empty():
+            self._restore_snapshot(rd.snapshot)
+            self.metrics.snapshots_installed += 1
+            log.info("installed snapshot at %d from the leader", rd.snapshot.metadata.index)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        for rs in rd.read_states:
+            self._on_read_state(rs)
+        self._release_reads()
+        self._maybe_snapshot()
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        if soft.lead != self._leader:
+            if soft.lead != NONE and soft.lead != self._last_known_leader:
+                self.metrics.leader_changes_seen += 1
+                self._last_known_leader = soft.lead
+            log.info(
+                "leader is now %s (this member is %s)",
+                f"{soft.lead:x}" if soft.lead else "unknown", soft.raft_state.name.lower(),
+            )
+        self._leader = soft.lead
+        self._raft_state = soft.raft_state
+
+    def _notify_changed(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait (re-checking after every Ready) until ``predicate()``; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    await self._changed.wait()
+        except TimeoutError:
+            return predicate()
+        return True
+
+    # -- inbound (from the transport) ---------------------------------------------------------------
+    def _receive(self, m: Message) -> None:
+        """Step a message from a peer (the transport's handler)."""
+        node = self._node
+        if node is None or self._stopped.is_set():
+            return
+        self.metrics.peer_messages_received += 1
+        if m.to != self.id or m.from_ in self.membership.removed:
+            return
+        try:
+            node.step(m)
+        except ProposalDropped as exc:
+            log.debug("dropped a proposal forwarded by %x: %s", m.from_, exc)
+        except RaftError as exc:
+            log.warning("could not step %s from %x: %s", m.type.name, m.from_, exc)
+        except Exception:
+            # A malformed message from a peer must not take the transport down.
+            log.exception("stepping %s from %x failed", m.type.name, m.from_)
+        self._signal()
+
+    def report_unreachable(self, member_id: int) -> None:
+        """The transport could not deliver to ``member_id`` (TransportReporter)."""
+        if self._node is not None:
+            self._node.report_unreachable(member_id)
+            self._signal()
+
+    def report_snapshot(self, member_id: int, *, failed: bool) -> None:
+        """A snapshot stream to ``member_id`` finished (TransportReporter)."""
+        if self._node is not None:
+            self._node.report_snapshot(member_id, failed=failed)
+            self._signal()
+
+    # -- applying -------------------------------------------------------------------------------------
+    def _apply(self, entries: list[Entry]) -> None:
+        for e in entries:
+            if e.index <= self._applied:
+                continue  # covered by a snapshot installed in this Ready
+            if e.index != self._applied + 1:
+                raise RaftError(f"applying entry {e.index} after {self._applied}: a gap")
+            if e.type == EntryType.CONF_CHANGE:
+                self._apply_conf_change(e)
+            else:
+                self._apply_normal(e)
+            self._applied = e.index
+
+    def _apply_normal(self, e: Entry) -> None:
+        header, payload = decode_request(e.data)
+        result = self.fsm.apply(e.index, e.term, payload)
+        if header is not None and header.proposer == self.id:
+            future = self._proposals.pop(header.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(result)
+
+    def _apply_conf_change(self, e: Entry) -> None:
+        cc = ConfChange.decode(e.data)
+        header, info = decode_conf_change_context(cc.context)
+        if info is None and cc.type != ConfChangeType.REMOVE_NODE:
+            initial = self._initial_members.get(cc.node_id)
+            if initial is not None:
+                info = MemberInfo(cc.node_id, initial[0], list(initial[1]))
+        self._require(self._node).apply_conf_change(cc)
+        self.membership.apply(cc, info)
+        self.fsm.apply(e.index, e.term, b"")
+        log.info("applied conf change %s %x at %d", cc.type.name, cc.node_id, e.index)
+        transport = self._require(self._transport)
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            self._spawn(transport.remove_peer(cc.node_id))
+        else:
+            urls = self.membership.peer_urls(cc.node_id)
+            if urls:
+                transport.set_peer(cc.node_id, urls)
+        if header is not None and header.proposer == self.id:
+            future = self._conf_changes.pop(header.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(self.membership.members.get(cc.node_id))
+        if cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self.id:
+            log.warning("this member was removed from the cluster; stopping")
+            self._removed = True
+            self._spawn(self.stop(transfer_leadership=False))
+
+    def _restore_snapshot(self, snapshot: Snapshot) -> None:
+        state = StateSnapshot.decode(snapshot.data)
+        index = snapshot.metadata.index
+        self.fsm.restore(state.fsm_state, index)
+        self.membership = state.membership
+        self._applied = index
+        self._snapshot_index = index
+        if self._transport is not None:
+            self._sync_transport_peers()
+
+    def _sync_transport_peers(self) -> None:
+        """Point the transport at every known member: the table, else the initial cluster."""
+        transport = self._require(self._transport)
+        wanted: dict[int, list[str]] = {
+            mid: list(urls) for mid, (_, urls) in self._initial_members.items()
+        }
+        for mid, info in self.membership.members.items():
+            if info.peer_urls:
+                wanted[mid] = list(info.peer_urls)
+        for mid in self.membership.removed:
+            wanted.pop(mid, None)
+        wanted.pop(self.id, None)
+        for mid in transport.peer_ids():
+            if mid not in wanted:
+                self._spawn(transport.remove_peer(mid))
+        for mid, urls in wanted.items():
+            transport.set_peer(mid, urls)
+
+    def _maybe_snapshot(self) -> None:
+        if self._applied - self._snapshot_index < self.config.snapshot_count:
+            return
+        node = self._require(self._node)
+        data = StateSnapshot(self.membership, self.fsm.snapshot()).encode()
+        # Blocking disk I/O (file write, fsyncs): rare, every --snapshot-count entries.
+        self._require(self._log).create_snapshot(self._applied, node.raft.conf_state(), data)
+        self._snapshot_index = self._applied
+        self.metrics.snapshots_taken += 1
+        log.info("took a snapshot at %d (%d bytes) and compacted the log", self._applied, len(data))
+
+    # -- proposals --------------------------------------------------------------------------------------
+    async def propose(self, data: bytes, timeout: float | None = None) -> object:
+        """Replicate ``data``; returns the state machine's result once applied on this member."""
+        self._check_accepting()
+        if len(data) > self.config.max_request_bytes:
+            self.metrics.proposals_failed += 1
+            raise errors.RequestTooLargeError()
+        request_id = self._request_ids.next()
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._proposals[request_id] = future
+        try:
+            self._step_proposal(
+                lambda node: node.propose(encode_request(RequestHeader(self.id, request_id), data))
+            )
+            return await self._await_applied(future, timeout)
+        finally:
+            self._proposals.pop(request_id, None)
+
+    def _check_accepting(self) -> None:
+        if self._stopping or self._node is None:
+            raise errors.StoppedError()
+        if self._leader == NONE:
+            self.metrics.proposals_failed += 1
+            raise errors.NoLeaderError()
+        if self._node.raft.raft_log.committed - self._applied > MAX_APPLY_LAG:
+            self.metrics.proposals_failed += 1
+            raise errors.TooManyRequestsError()
+
+    def _step_proposal(self, step: Callable[[RawNode], None]) -> None:
+        node = self._require(self._node)
+        try:
+            step(node)
+        except ProposalDropped as exc:
+            self.metrics.proposals_failed += 1
+            if self._leader == NONE:
+                raise errors.NoLeaderError() from exc
+            raise errors.ProposalDroppedError() from exc
+        self._signal()
+
+    async def _await_applied(self, future: asyncio.Future[Any], timeout: float | None) -> Any:
+        leader_at_start = self._leader
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self.config.request_timeout):
+                return await future
+        except TimeoutError:
+            self.metrics.proposals_failed += 1
+            if self._stopping:
+                raise errors.StoppedError() from None
+            if self._leader != leader_at_start:
+                raise errors.TimeoutDueToLeaderFailError() from None
+            raise errors.RequestTimeoutError() from None
+
+    # -- linearizable reads ---------------------------------------------------------------------------------
+    async def read_index(self, timeout: float | None = None) -> int:
+        """A linearizable read barrier: returns an index this member has applied.
+
+        Batched: every caller that arrives while a ReadIndex request is in
+        flight waits for the *next* request, and one request serves them all.
+        """
+        if self._stopping or self._node is None:
+            raise errors.StoppedError()
+        if self._leader == NONE:
+            raise errors.NoLeaderError()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._read_next.append(future)
+        if self._read_round is None:
+            self._start_read_round()
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self.config.request_timeout):
+                return await future
+        except TimeoutError:
+            if self._stopping:
+                raise errors.StoppedError() from None
+            raise errors.RequestTimeoutError() from None
+
+    def _start_read_round(self) -> None:
+        waiters = [f for f in self._read_next if not f.done()]
+        self._read_next = []
+        if not waiters:
+            return
+        self._read_round = _ReadRound(contexts=set(), waiters=waiters)
+        self._send_read_request(self._read_round)
+
+    def _send_read_request(self, round_: _ReadRound) -> None:
+        if self._read_round is not round_ or self._stopping:
+            return
+        if not any(not f.done() for f in round_.waiters):
+            # Every caller gave up: drop the round, serve whoever queued next.
+            self._read_round = None
+            self._start_read_round()
+            return
+        ctx = self._request_ids.next().to_bytes(8, "little")
+        round_.contexts.add(ctx)
+        self.metrics.read_index_rounds += 1
+        self._require(self._node).read_index(ctx)
+        self._signal()
+        round_.retry = asyncio.get_running_loop().call_later(
+            READ_INDEX_RETRY_SECONDS, self._send_read_request, round_
+        )
+
+    def _on_read_state(self, rs: ReadState) -> None:
+        round_ = self._read_round
+        if round_ is None or rs.request_ctx not in round_.contexts:
+            return  # an answer to a retried request whose round is already served
+        if round_.retry is not None:
+            round_.retry.cancel()
+        self._reads_awaiting_apply.append(_ReadsAwaitingApply(rs.index, round_.waiters))
+        self._read_round = None
+        if self._read_next:
+            self._start_read_round()
+
+    def _release_reads(self) -> None:
+        if not self._reads_awaiting_apply:
+            return
+        still_waiting: list[_ReadsAwaitingApply] = []
+        for batch in self._reads_awaiting_apply:
+            if batch.index <= self._applied:
+                for f in batch.waiters:
+                    if not f.done():
+                        f.set_result(self._applied)
+            else:
+                still_waiting.append(batch)
+        self._reads_awaiting_apply = still_waiting
+
+    # -- membership -------------------------------------------------------------------------------------------
+    def members(self) -> list[MemberInfo]:
+        return [self.membership.members[k] for k in sorted(self.membership.members)]
+
+    async def add_member(
+        self,
+        peer_urls: list[str],
+        *,
+        name: str = "",
+        is_learner: bool = False,
+        timeout: float | None = None,
+    ) -> MemberInfo:
+        """Add a member (a voter, or a learner) whose id is derived from its peer URLs."""
+        new_id = member_id(peer_urls, self._require(self._identity).token)
+        if new_id in self.membership.removed:
+            raise errors.MemberIdRemovedError()
+        if new_id in self.membership.members:
+            raise errors.MemberIdExistsError()
+        taken = {u for m in self.membership.members.values() for u in m.peer_urls}
+        if taken.intersection(peer_urls):
+            raise errors.PeerUrlExistsError()
+        kind = ConfChangeType.ADD_LEARNER_NODE if is_learner else ConfChangeType.ADD_NODE
+        info = MemberInfo(new_id, name, list(peer_urls), [], is_learner)
+        added = await self._propose_conf_change(kind, new_id, info, timeout)
+        return added if added is not None else info
+
+    async def remove_member(self, member_id_: int, timeout: float | None = None) -> None:
+        if member_id_ in self.membership.removed:
+            raise errors.MemberIdRemovedError()
+        if member_id_ not in self.membership.members:
+            raise errors.MemberIdNotFoundError()
+        await self._propose_conf_change(ConfChangeType.REMOVE_NODE, member_id_, None, timeout)
+
+    async def promote_member(self, member_id_: int, timeout: float | None = None) -> MemberInfo:
+        """Make a learner a voter (on the leader: only once it has caught up)."""
+        info = self.membership.members.get(member_id_)
+        if info is None:
+            raise errors.MemberIdNotFoundError()
+        if not info.is_learner:
+            raise errors.MemberNotLearnerError()
+        if self.is_leader:
+            progress = self._require(self._node).raft.trk.progress
+            learner, own = progress.get(member_id_), progress.get(self.id)
+            if learner is None or own is None or learner.match < own.match * LEARNER_READY_FRACTION:
+                raise errors.LearnerNotReadyError()
+        promoted = await self._propose_conf_change(ConfChangeType.ADD_NODE, member_id_, None, timeout)
+        return promoted if promoted is not None else info
+
+    async def _propose_conf_change(
+        self,
+        kind: ConfChangeType,
+        node_id: int,
+        info: MemberInfo | None,
+        timeout: float | None,
+    ) -> MemberInfo | None:
+        self._check_accepting()
+        request_id = self._request_ids.next()
+        cc = ConfChange(
+            kind, node_id, encode_conf_change_context(RequestHeader(self.id, request_id), info)
+        )
+        future: asyncio.Future[MemberInfo | None] = asyncio.get_running_loop().create_future()
+        self._conf_changes[request_id] = future
+        try:
+            self._step_proposal(lambda node: node.propose_conf_change(cc))
+            result: MemberInfo | None = await self._await_applied(future, timeout)
+            return result
+        finally:
+            self._conf_changes.pop(request_id, None)
+
+    # -- leadership -------------------------------------------------------------------------------------------------
+    async def transfer_leadership(self, to: int, timeout: float | None = None) -> None:
+        """Hand leadership to voter ``to``; returns once it leads (this member must lead)."""
+        if self._stopping or self._node is None:
+            raise errors.StoppedError()
+        if not self.is_leader:
+            raise errors.NotLeaderError()
+        if to == self.id:
+            return
+        info = self.membership.members.get(to)
+        if info is None or info.is_learner:
+            raise errors.MemberIdNotFoundError()
+        self._node.transfer_leader(to)
+        self._signal()
+        limit = timeout if timeout is not None else 2 * self.config.election_timeout_ms / 1000
+        if not await self._wait_until(lambda: self._leader == to, limit):
+            raise errors.LeadershipTransferTimeoutError()
+
+    def _most_up_to_date_follower(self) -> int:
+        """The voter (other than us) with the highest matched index, or NONE."""
+        progress = self._require(self._node).raft.trk.progress
+        best, best_match = NONE, -1
+        for mid, pr in sorted(progress.items()):
+            if mid == self.id or pr.is_learner:
+                continue
+            if pr.match > best_match:
+                best, best_match = mid, pr.match
+        return best
+
+    # -- observation ---------------------------------------------------------------------------------------------------
+    def status(self) -> MemberStatus:
+        raft = self._require(self._node).raft
+        own = self.membership.members.get(self.id)
+        return MemberStatus(
+            id=self.id,
+            name=self.name,
+            cluster_id=self.cluster_id,
+            leader=self._leader,
+            term=raft.term,
+            commit=raft.raft_log.committed,
+            applied=self._applied,
+            raft_index=raft.raft_log.last_index(),
+            raft_state=self._raft_state.name.lower(),
+            is_learner=own is not None and own.is_learner,
+            snapshot_index=self._snapshot_index,
+            members=self.members(),
+        )
+
+    def metrics_sample(self) -> MetricsSample:
+        st = self.status()
+        return MetricsSample(
+            member_id=st.id,
+            term=st.term,
+            commit=st.commit,
+            applied=st.applied,
+            has_leader=self._leader != NONE,
+            is_leader=self.is_leader,
+            proposals_pending=len(self._proposals) + len(self._conf_changes),
+            counters=self.metrics,
+        )
+
+    async def wait_for_leader(self, timeout: float) -> bool:
+        """Wait until some leader is known; whether one is."""
+        return await self._wait_until(lambda: self._leader != NONE, timeout)
+
+    # -- stopping ------------------------------------------------------------------------------------------------------
+    @property
+    def removed(self) -> bool:
+        """Whether this member was removed from the cluster (it then stops by itself)."""
+        return self._removed
+
+    async def wait_stopped(self) -> int:
+        """Wait until the member has stopped; the process exit code (0 clean, 1 fatal error)."""
+        await self._stopped.wait()
+        return self._exit_code
+
+    async def stop(self, *, transfer_leadership: bool = True) -> None:
+        """Stop gracefully: hand leadership over first (bounded), flush, close. Idempotent."""
+        if self._stop_requested:
+            await self._stopped.wait()
+            return
+        self._stop_requested = True
+        if transfer_leadership and self.is_leader and self._node is not None:
+            await self._hand_over_leadership()
+        self._stopping = True
+        try:
+            await self._flush(timeout=1.0)
+        finally:
+            await self._shutdown()
+
+    async def _hand_over_leadership(self) -> None:
+        target = self._most_up_to_date_follower()
+        if target == NONE:
+            return
+        log.info("stopping: transferring leadership to %x", target)
+        node = self._require(self._node)
+        transport = self._require(self._transport)
+        node.transfer_leader(target)
+        self._signal()
+        # Bounded by one election timeout (Raft abandons the transfer then), and
+        # cut short when the target goes away (say, the whole cluster is stopping).
+        await self._wait_until(
+            lambda: self._leader not in (NONE, self.id) or not transport.is_connected(target),
+            self.config.election_timeout_ms / 1000,
+        )
+        if self._leader == target:
+            log.info("leadership transferred to %x", target)
+        else:
+            log.warning("leadership transfer to %x before stopping did not finish", target)
+
+    async def _flush(self, timeout: float) -> None:
+        """Wait until no Ready is pending or in progress, then until the peer queues drain."""
+        node = self._node
+        if node is None or not self._tasks:
+            return  # never started: nothing to flush
+        await self._wait_until(lambda: not self._processing_ready and not node.has_ready(), timeout)
+        if self._transport is not None:
+            await self._transport.flush(timeout)
+
+    async def _shutdown(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopping = True
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        if self._read_round is not None and self._read_round.retry is not None:
+            self._read_round.retry.cancel()
+        stopped = errors.StoppedError()
+        futures: list[asyncio.Future[Any]] = [
+            *self._proposals.values(),
+            *self._conf_changes.values(),
+            *self._read_next,
+            *(self._read_round.waiters if self._read_round is not None else []),
+            *(f for batch in self._reads_awaiting_apply for f in batch.waiters),
+        ]
+        for f in futures:
+            if not f.done():
+                f.set_exception(stopped)
+        if self._transport is not None:
+            await self._transport.stop()
+        if self._log is not None:
+            await asyncio.to_thread(self._log.close)
+        self._stopped.set()
+        self._notify_changed()
+        log.info("member %s stopped", self.name)
+
+    # -- helpers ----------------------------------------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, keeping a reference until it finishes."""
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    def _require(value: _T | None) -> _T:
+        if value is None:
+            raise errors.StoppedError("etcdserver: server not started")
+        return value
