@@ -1,7 +1,7 @@
 """``flagstaff node``: run one core member, configured with etcd's flag names.
 
-The client URLs are accepted and kept for the gRPC API (next milestone) but
-not bound yet. ``--listen-metrics-urls`` serves ``/health``, ``/status`` and
+``--listen-client-urls`` serve the etcd v3 gRPC API (see
+:mod:`consensus.server.etcd_services`). ``--listen-metrics-urls`` serves ``/health``, ``/status`` and
 ``/metrics`` (see :mod:`consensus.server.metrics_endpoints`). SIGTERM or
 SIGINT stops the member gracefully (a leader hands leadership over first)
 and the process exits 0; a fatal error exits 1; bad flags exit 2.
@@ -148,6 +148,11 @@ def run(args: argparse.Namespace) -> int:
     return run_event_loop(serve(config))
 
 
+def min_lease_ttl_seconds(election_timeout_ms: int) -> int:
+    """The shortest lease TTL granted: etcd's ceil(3/2 * election timeout), in seconds."""
+    return max(1, -(-3 * election_timeout_ms // 2000))
+
+
 def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
     """Run ``main`` on uvloop when it is installed, else on asyncio's default loop."""
     try:
@@ -161,15 +166,25 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 async def serve(config: MemberConfig) -> int:
     """Start the member and its metrics listener; wait for a signal or a fatal error."""
     # Imported here so that `flagstaff node --help` stays fast.
+    from consensus.server.etcd_services import build_etcd_server
+    from consensus.server.etcd_state import EtcdStateMachine
     from consensus.server.http1 import HttpResponder
     from consensus.server.member import Member
     from consensus.server.metrics_endpoints import member_routes
 
-    member = Member(config)
+    fsm = EtcdStateMachine(min_lease_ttl=min_lease_ttl_seconds(config.election_timeout_ms))
+    member = Member(config, fsm=fsm)
     try:
         await member.start()
     except Exception as exc:
         log.error("could not start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        await member.stop(transfer_leadership=False)
+        return 1
+    etcd = build_etcd_server(member, fsm, config)
+    try:
+        await etcd.start(config.listen_client_urls)
+    except (OSError, RuntimeError) as exc:
+        log.error("could not listen on --listen-client-urls: %s", exc)
         await member.stop(transfer_leadership=False)
         return 1
     responder = HttpResponder(member_routes(member, debug=config.enable_debug_endpoints))
@@ -193,6 +208,7 @@ async def serve(config: MemberConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     code = await member.wait_stopped()
+    await etcd.stop()
     await responder.stop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
