@@ -18,6 +18,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
 from consensus.mvcc import DeleteRangeRequest, Event, KVStore, MVCCError, PutRequest, TxnRequest
 from consensus.server import etcd_codec as codec
@@ -33,6 +35,13 @@ class NoSpaceError(MVCCError):
 
     message = "etcdserver: mvcc: database space exceeded"
     grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class UndecodableRequestError(MVCCError):
+    """An entry whose payload is not a request this version understands."""
+
+    message = "etcdserver: undecodable request"
+    grpc_code = "INVALID_ARGUMENT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +96,17 @@ class EtcdStateMachine:
         self._applied_index = index
         if not data:
             return None
-        req = InternalRequest.decode(data)
+        try:
+            req = InternalRequest.decode(data)
+        except (ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:
+            # Every member decodes the same bytes alike: a deterministic refusal.
+            return UndecodableRequestError(f"etcdserver: undecodable request: {exc}")
         try:
             return self._apply_request(req)
         except MVCCError as exc:
             return exc
+        except DecodeError as exc:
+            return UndecodableRequestError(f"etcdserver: undecodable request: {exc}")
 
     def _apply_request(self, req: InternalRequest) -> object:
         op = req.op

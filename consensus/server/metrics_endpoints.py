@@ -14,7 +14,11 @@ it on a real cluster: it lets anyone on the network write to the log):
 * ``POST /debug/transfer-leadership?to=<hex id>``;
 * ``POST /debug/members/add`` (JSON ``{"name", "peer_urls", "is_learner"}``),
   ``POST /debug/members/remove?id=<hex>``, ``POST /debug/members/promote?id=<hex>``;
-* ``GET /debug/fsm`` -- the default state machine's applied index, count and digest.
+* ``GET /debug/fsm`` -- the state machine's applied index and a digest of its state
+  (the etcd machine: revision and HashKV; the default machine: count and digest).
+
+With the etcd state machine, ``/debug/propose`` proposes a Put of the key
+``debug`` with the body as value.
 
 Errors come back as ``{"error": "<etcd's message>"}`` with 503 (unavailable,
 e.g. no leader), 504 (timed out), 400 (bad request) or 409 (membership conflict).
@@ -25,9 +29,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
 from consensus.server import errors
+from consensus.server.etcd_state import EtcdStateMachine
 from consensus.server.fsm import DigestStateMachine
 from consensus.server.http1 import HttpHandler, HttpRequest, HttpResponse
+from consensus.server.internal_request import InternalRequest, Op
 from consensus.server.member import Member
 from consensus.server.metrics import render_prometheus
 
@@ -86,8 +93,14 @@ def member_routes(member: Member, *, debug: bool = False) -> dict[tuple[str, str
         return routes
 
     async def propose(request: HttpRequest) -> HttpResponse:
+        payload = request.body
+        if isinstance(member.fsm, EtcdStateMachine):
+            # The etcd state machine applies only etcd requests: a Put of "debug".
+            payload = InternalRequest(
+                Op.PUT, pb.PutRequest(key=b"debug", value=payload).SerializeToString()
+            ).encode()
         try:
-            result = await member.propose(request.body)
+            result = await member.propose(payload)
         except errors.MemberError as exc:
             return _error(exc)
         index, count = result if isinstance(result, tuple) else (member.applied, None)
@@ -141,6 +154,14 @@ def member_routes(member: Member, *, debug: bool = False) -> dict[tuple[str, str
 
     async def fsm_state(_: HttpRequest) -> HttpResponse:
         fsm = member.fsm
+        if isinstance(fsm, EtcdStateMachine):
+            return _json(
+                {
+                    "applied_index": fsm.applied_index,
+                    "revision": fsm.kv.revision,
+                    "hash": fsm.kv.hash_kv().hash,
+                }
+            )
         if not isinstance(fsm, DigestStateMachine):
             return _json({"applied_index": fsm.applied_index})
         return _json(

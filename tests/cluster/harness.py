@@ -133,6 +133,16 @@ class Node:
     registry: ProcessRegistry
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    client_port: int = field(default_factory=lambda: free_port())
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the etcd gRPC API, as etcdctl's ``--endpoints`` takes it."""
+        return f"127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -153,7 +163,8 @@ class Node:
                 "--data-dir", str(self.data_dir),
                 "--listen-peer-urls", self.peer_url,
                 "--initial-advertise-peer-urls", self.peer_url,
-                "--listen-client-urls", f"http://127.0.0.1:{free_port()}",
+                "--listen-client-urls", self.client_url,
+                "--advertise-client-urls", self.client_url,
                 "--listen-metrics-urls", self.metrics_url,
                 "--initial-cluster", initial_cluster,
                 "--initial-cluster-state", state,
@@ -259,6 +270,11 @@ class Cluster:
     def start(self) -> None:
         for node in self.nodes:
             node.start(self.initial_cluster)
+
+    @property
+    def endpoints(self) -> str:
+        """Every node's client endpoint, comma-separated (etcdctl's ``--endpoints``)."""
+        return ",".join(n.endpoint for n in self.nodes)
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)

@@ -21,7 +21,7 @@ def test_three_members_elect_one_leader_and_replicate(make_cluster: Callable[...
     for i in range(10):
         last = cluster.propose(f"payload-{i}".encode(), via=cluster.nodes[i % 3])
     state = cluster.wait_converged(last)
-    assert state["count"] == 10
+    assert state["revision"] == 1 + 10  # one revision per proposal (a Put)
 
     statuses = [n.status() for n in cluster.nodes]
     assert all(s is not None for s in statuses)
@@ -60,7 +60,7 @@ def test_killed_leader_is_replaced_and_catches_up_after_restart(
 
     old.start(cluster.initial_cluster)
     state = cluster.wait_converged(last, nodes=cluster.nodes)
-    assert state["count"] == 10
+    assert state["revision"] == 1 + 10  # one revision per proposal (a Put)
     cluster.wait_for_leader()
 
 
@@ -83,7 +83,7 @@ def test_member_restarted_after_compaction_catches_up_by_snapshot(
 
     lagging.start(cluster.initial_cluster)
     state = cluster.wait_converged(last, nodes=cluster.nodes)
-    assert state["count"] == 31
+    assert state["revision"] == 1 + 31
     installed = wait_until(
         lambda: lagging.metric("flagstaff_snapshots_installed_total"), 5, "snapshot metric"
     )
