@@ -85,6 +85,7 @@ def write_history(data: st.DataObject, directory: str) -> Written:
     segment_bytes = data.draw(st.sampled_from([350, 600, 1200, 1 << 16]), label="segment_bytes")
     preallocate = data.draw(st.booleans(), label="preallocate")
     wal = WAL.create(directory, b"meta", segment_bytes=segment_bytes, preallocate=preallocate)
+    payloads = random.Random(data.draw(st.integers(0, 2**32), label="payload seed"))
     model = Model()
     states = [model.state()]
     synced = 0
@@ -99,7 +100,7 @@ def write_history(data: st.DataObject, directory: str) -> Written:
                 model.term += 1  # a new leader overwrites a suffix
             sizes = data.draw(st.lists(st.integers(0, 60), min_size=1, max_size=4))
             batch = [
-                Entry(model.term, first + i, data=os.urandom(size)) for i, size in enumerate(sizes)
+                Entry(model.term, first + i, data=payloads.randbytes(size)) for i, size in enumerate(sizes)
             ]
             wal.save(None, batch)
             del model.entries[first - model.snapshot_index - 1 :]
