@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     member.add_argument(
         "--quota-backend-bytes", type=int, default=defaults.DEFAULT_QUOTA_BACKEND_BYTES,
-        help="raise an alarm when the backend exceeds this size (next milestone)",
+        help="raise the NOSPACE alarm when the key space would exceed this size "
+        "(0: 2 GiB, negative: no quota)",
     )
     member.add_argument(
         "--auto-compaction-mode", default="periodic", choices=("periodic", "revision"),
@@ -73,6 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     member.add_argument(
         "--max-request-bytes", type=int, default=defaults.DEFAULT_MAX_REQUEST_BYTES,
         help="maximum client request size in bytes the server will accept",
+    )
+    member.add_argument(
+        "--auth-token-ttl", type=int, default=defaults.DEFAULT_AUTH_TOKEN_TTL,
+        help="the lifetime in seconds of an auth token",
+    )
+    member.add_argument(
+        "--experimental-enable-lease-checkpoint", nargs="?", const="true", default="true",
+        help="the leader records leases' remaining TTLs through Raft, so a new leader resumes them",
+    )
+    member.add_argument(
+        "--experimental-lease-checkpoint-interval", default="5m0s",
+        help="interval between two checkpoints of a lease (a Go duration)",
     )
     cluster = parser.add_argument_group("clustering")
     cluster.add_argument(
@@ -103,6 +116,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # Test-only: /debug/* on the metrics listener (propose, read, membership). Hidden.
     parser.add_argument("--enable-debug-endpoints", action="store_true", help=argparse.SUPPRESS)
+    # etcd 3.5's flag (a Go duration, default 10m); hidden here, tests shorten it.
+    parser.add_argument(
+        "--experimental-watch-progress-notify-interval", default="10m0s", help=argparse.SUPPRESS
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> MemberConfig:
@@ -127,9 +144,23 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
         auto_compaction_mode=args.auto_compaction_mode,
         auto_compaction_retention=args.auto_compaction_retention,
         max_request_bytes=args.max_request_bytes,
+        auth_token_ttl=args.auth_token_ttl,
+        lease_checkpoint=defaults.parse_go_bool(
+            args.experimental_enable_lease_checkpoint, "--experimental-enable-lease-checkpoint"
+        ),
+        lease_checkpoint_interval=defaults.parse_go_duration(
+            args.experimental_lease_checkpoint_interval, "--experimental-lease-checkpoint-interval"
+        ),
+        watch_progress_notify_interval=defaults.parse_go_duration(
+            args.experimental_watch_progress_notify_interval,
+            "--experimental-watch-progress-notify-interval",
+        ),
         enable_debug_endpoints=args.enable_debug_endpoints,
     )
     config.validate()
+    from consensus.server.auto_compaction import parse_policy
+
+    parse_policy(config.auto_compaction_mode, config.auto_compaction_retention)
     return config
 
 
@@ -169,7 +200,9 @@ async def serve(config: MemberConfig) -> int:
     from consensus.server.etcd_services import build_etcd_server
     from consensus.server.etcd_state import EtcdStateMachine
     from consensus.server.http1 import HttpResponder
+    from consensus.server.lessor import Lessor, LessorConfig
     from consensus.server.member import Member
+    from consensus.server.member_tasks import start_member_tasks
     from consensus.server.metrics_endpoints import member_routes
 
     fsm = EtcdStateMachine(min_lease_ttl=min_lease_ttl_seconds(config.election_timeout_ms))
@@ -180,7 +213,9 @@ async def serve(config: MemberConfig) -> int:
         log.error("could not start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         await member.stop(transfer_leadership=False)
         return 1
-    etcd = build_etcd_server(member, fsm, config)
+    lessor = Lessor(member, fsm, LessorConfig.for_member(config))
+    lessor.start()
+    etcd = build_etcd_server(member, fsm, config, lessor=lessor, cluster=member)
     try:
         await etcd.start(config.listen_client_urls)
     except (OSError, RuntimeError) as exc:
@@ -207,7 +242,10 @@ async def serve(config: MemberConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    background = start_member_tasks(member, etcd, config)
     code = await member.wait_stopped()
+    await background.stop()
+    await lessor.stop()
     await etcd.stop()
     await responder.stop()
     for sig in (signal.SIGTERM, signal.SIGINT):

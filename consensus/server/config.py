@@ -2,12 +2,14 @@
 
 Flag names, defaults and units follow etcd (``--heartbeat-interval`` and
 ``--election-timeout`` in milliseconds, ``--snapshot-count`` in applied
-entries). Settings for the next milestone (quota, auto-compaction, request
-size) are parsed and kept here so that scripts written for etcd work today.
+entries, ``--quota-backend-bytes`` in bytes, ``--auto-compaction-retention``
+as etcd 3.4 reads it: see ``consensus.server.quota`` and
+``consensus.server.auto_compaction``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from consensus.server.cluster import InitialCluster
@@ -21,8 +23,43 @@ DEFAULT_SNAPSHOT_COUNT = 100_000
 DEFAULT_SNAPSHOT_CATCHUP_ENTRIES = 5000
 DEFAULT_MAX_REQUEST_BYTES = 1572864  # etcd: 1.5 MiB
 DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30  # etcd: 2 GiB
+DEFAULT_AUTH_TOKEN_TTL = 300  # etcd: --auth-token-ttl, seconds
+DEFAULT_LEASE_CHECKPOINT_INTERVAL = 300.0  # etcd: 5m, in seconds
+DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL = 600.0  # etcd: 10m, in seconds
 DEFAULT_CLUSTER_TOKEN = "etcd-cluster"
 """etcd's default ``--initial-cluster-token``, so ids match etcd's for the same flags."""
+
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(text: str, flag: str) -> float:
+    """Seconds in a Go duration flag value (``5m0s``, ``1.5s``, ``500ms``, ``0``); ValueError names ``flag``."""
+    value = text.strip()
+    if value in ("0", "+0", "-0"):
+        return 0.0
+    sign = -1.0 if value.startswith("-") else 1.0
+    body = value.lstrip("+-")
+    total, pos = 0.0, 0
+    for m in _GO_DURATION_PART.finditer(body):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _GO_DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not body or pos != len(body):
+        raise ValueError(f"invalid duration {text!r} for {flag}")
+    return sign * total
+
+
+def parse_go_bool(text: str, flag: str) -> bool:
+    """A Go boolean flag value (``true``, ``false``, ``1``, ``0``, ``t``, ``f`` ...); ValueError names ``flag``."""
+    value = text.strip().lower()
+    if value in ("1", "t", "true"):
+        return True
+    if value in ("0", "f", "false"):
+        return False
+    raise ValueError(f"invalid boolean {text!r} for {flag}")
+
 
 MAX_APPLY_LAG = 5000
 """Proposals are refused ("too many requests") while commit runs this far ahead of apply (etcd)."""
@@ -45,11 +82,19 @@ class MemberConfig:
     election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
     snapshot_count: int = DEFAULT_SNAPSHOT_COUNT
     snapshot_catchup_entries: int = DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
-    # Kept for the next milestone (the MVCC store and the gRPC API).
+    # The space quota, auto compaction and request size of the etcd API.
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    auth_token_ttl: int = DEFAULT_AUTH_TOKEN_TTL
+    """Seconds an auth token stays valid after Authenticate (see ``auth_tokens``)."""
+    # Lease checkpoints (etcd: --experimental-enable-lease-checkpoint and
+    # --experimental-lease-checkpoint-interval); on by default here.
+    lease_checkpoint: bool = True
+    lease_checkpoint_interval: float = DEFAULT_LEASE_CHECKPOINT_INTERVAL
+    watch_progress_notify_interval: float = DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL
+    """Seconds between progress notifications to idle ``progress_notify`` watchers (etcd: 10m)."""
     # Test-only: serves /debug/* on the metrics listener (never in production).
     enable_debug_endpoints: bool = False
 
@@ -66,6 +111,10 @@ class MemberConfig:
             )
         if self.snapshot_count <= 0:
             raise ValueError("--snapshot-count must be positive")
+        if self.auth_token_ttl <= 0:
+            raise ValueError("--auth-token-ttl must be positive")
+        if self.lease_checkpoint_interval <= 0:
+            raise ValueError("--experimental-lease-checkpoint-interval must be positive")
         if self.snapshot_catchup_entries < 0:
             raise ValueError("--experimental-snapshot-catchup-entries must not be negative")
         if self.initial_cluster_state not in (CLUSTER_STATE_NEW, CLUSTER_STATE_EXISTING):

@@ -23,7 +23,7 @@ from google.protobuf.message import Message as PbMessage
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
 from consensus.mvcc import MVCCError
-from consensus.server import errors
+from consensus.server import auth_tokens, errors
 from consensus.server.etcd_state import EtcdStateMachine
 from consensus.server.internal_request import InternalRequest, Op
 
@@ -140,6 +140,8 @@ class EtcdServer:
             ]
         )
         self._started = False
+        self.propose_checks: list[Callable[[Op, PbMessage], Awaitable[None]]] = []
+        """Awaited in order before every proposal (the space quota); raising refuses the request."""
 
     # -- wiring ---------------------------------------------------------------------------
     def add_service(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
@@ -181,10 +183,17 @@ class EtcdServer:
                 raise EtcdError(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
 
     async def propose(
-        self, op: Op, request: PbMessage, context: grpc.aio.ServicerContext | None = None
+        self, op: Op, request: PbMessage | bytes, context: grpc.aio.ServicerContext | None = None
     ) -> object:
-        """Replicate ``request``; returns apply's result (raising a refusal as an error)."""
-        body = request.SerializeToString()
+        """Replicate ``request``; returns apply's result (raising a refusal as an error).
+
+        ``request`` may be an already encoded body (auth entries); those skip ``propose_checks``.
+        The entry's principal is the caller's authenticated user (its token is verified here).
+        """
+        if not isinstance(request, bytes):
+            for check in self.propose_checks:
+                await check(op, request)
+        body = request if isinstance(request, bytes) else request.SerializeToString()
         if len(body) > self.max_request_bytes:
             raise errors.RequestTooLargeError()
         actor = reason = ""
@@ -194,7 +203,8 @@ class EtcdServer:
                     actor = value
                 elif key == "flagstaff-reason" and isinstance(value, str):
                     reason = value
-        data = InternalRequest(op, body, actor=actor, reason=reason).encode()
+        principal = auth_tokens.user_of(self.fsm.auth, context)
+        data = InternalRequest(op, body, principal=principal, actor=actor, reason=reason).encode()
         result = await self.member.propose(data)
         if isinstance(result, MVCCError):
             raise result

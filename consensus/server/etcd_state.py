@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
-from consensus.mvcc import DeleteRangeRequest, Event, KVStore, MVCCError, PutRequest, TxnRequest
+from consensus.mvcc import Event, KVStore, MVCCError, PutRequest, TxnRequest
 from consensus.server import etcd_codec as codec
+from consensus.server.auth_store import AuthStore
+from consensus.server.authorization import check_apply
 from consensus.server.internal_request import InternalRequest, Op
 
 _SNAPSHOT_MAGIC = b"FSES"
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
+"""v2 added the auth store after the alarms; v1 snapshots still restore (auth empty)."""
 _U32 = struct.Struct("<I")
 
 
@@ -53,6 +56,8 @@ class Alarm:
 
 
 RevisionListener = Callable[[int, tuple[Event, ...]], None]
+LeaseListener = Callable[[Op, tuple[int, ...]], None]
+"""Called with (LEASE_GRANT | LEASE_REVOKE | LEASE_CHECKPOINT, the lease ids it changed)."""
 
 
 class EtcdStateMachine:
@@ -63,9 +68,12 @@ class EtcdStateMachine:
         self.min_lease_ttl = min_lease_ttl
         self.kv = KVStore(max_txn_ops=max_txn_ops, min_lease_ttl=min_lease_ttl)
         self.alarms: set[Alarm] = set()
+        self.auth = AuthStore()
+        """Users, roles, permissions and the enabled flag (``Op.AUTH``; see ``auth_store``)."""
         self._applied_index = 0
         self._revision_listeners: list[RevisionListener] = []
         self._restore_listeners: list[Callable[[], None]] = []
+        self._lease_listeners: list[LeaseListener] = []
         self._unsubscribe = self.kv.subscribe(self._on_revision)
 
     # -- observation --------------------------------------------------------------------
@@ -81,6 +89,15 @@ class EtcdStateMachine:
     def on_restore(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after the whole state was replaced by a snapshot."""
         self._restore_listeners.append(listener)
+
+    def on_lease(self, listener: LeaseListener) -> Callable[[], None]:
+        """Call ``listener(op, ids)`` after every applied grant, revoke or checkpoint (the lessor)."""
+        self._lease_listeners.append(listener)
+        return lambda: self._lease_listeners.remove(listener)
+
+    def _lease_changed(self, op: Op, ids: tuple[int, ...]) -> None:
+        for listener in list(self._lease_listeners):
+            listener(op, ids)
 
     def _on_revision(self, revision: int, events: tuple[Event, ...]) -> None:
         for listener in list(self._revision_listeners):
@@ -110,6 +127,10 @@ class EtcdStateMachine:
 
     def _apply_request(self, req: InternalRequest) -> object:
         op = req.op
+        if op == Op.AUTH:
+            return self.auth.apply(req.principal, req.body)
+        # While auth is on, a write its principal may not make is refused here (etcd's authApplierV3).
+        check_apply(self.auth, self.kv.leases, req)
         nospace = self.has_alarm(pb.NOSPACE)
         if op == Op.PUT:
             if nospace:
@@ -121,8 +142,8 @@ class EtcdStateMachine:
             )
         if op == Op.TXN:
             txn = codec.txn_from_pb(pb.TxnRequest.FromString(req.body))
-            if nospace and _txn_writes(txn):
-                raise NoSpaceError()
+            if nospace and _txn_puts(txn):
+                raise NoSpaceError()  # deletes still pass: they are how space is freed (etcd)
             return self.kv.txn(txn)
         if op == Op.COMPACTION:
             creq = pb.CompactionRequest.FromString(req.body)
@@ -132,13 +153,23 @@ class EtcdStateMachine:
             if nospace:
                 raise NoSpaceError()
             greq = pb.LeaseGrantRequest.FromString(req.body)
-            return self.kv.lease_grant(greq.ID, greq.TTL)
+            granted = self.kv.lease_grant(greq.ID, greq.TTL)
+            self._lease_changed(op, (granted.id,))
+            return granted
         if op == Op.LEASE_REVOKE:
             rreq = pb.LeaseRevokeRequest.FromString(req.body)
-            return self.kv.lease_revoke(rreq.ID)
+            revision = self.kv.lease_revoke(rreq.ID)
+            self._lease_changed(op, (rreq.ID,))
+            return revision
         if op == Op.LEASE_CHECKPOINT:
-            ck = pb.LeaseKeepAliveResponse.FromString(req.body)
-            self.kv.lease_checkpoint(ck.ID, ck.TTL)
+            # A batch of remaining TTLs (etcd's LeaseCheckpointRequest); a lease
+            # revoked meanwhile is skipped, as etcd's lessor does.
+            batch = pb.LeaseCheckpointRequest.FromString(req.body)
+            done = tuple(cp.ID for cp in batch.checkpoints if cp.ID in self.kv.leases)
+            for cp in batch.checkpoints:
+                if cp.ID in self.kv.leases:
+                    self.kv.lease_checkpoint(cp.ID, cp.remaining_TTL)
+            self._lease_changed(op, done)
             return None
         if op == Op.ALARM:
             areq = pb.AlarmRequest.FromString(req.body)
@@ -169,11 +200,14 @@ class EtcdStateMachine:
         parts = [_SNAPSHOT_MAGIC, bytes([_SNAPSHOT_VERSION]), _U32.pack(len(alarms))]
         for a in alarms:
             parts.append(struct.pack("<QI", a.member_id, a.alarm))
+        auth_bytes = self.auth.to_bytes()
+        parts.append(_U32.pack(len(auth_bytes)))
+        parts.append(auth_bytes)
         parts.append(kv_bytes)
         return b"".join(parts)
 
     def restore(self, data: bytes, index: int) -> None:
-        if data[:4] != _SNAPSHOT_MAGIC or data[4] != _SNAPSHOT_VERSION:
+        if data[:4] != _SNAPSHOT_MAGIC or data[4] not in (1, _SNAPSHOT_VERSION):
             raise ValueError("not an etcd state machine snapshot (bad magic or version)")
         pos = 5
         (n,) = _U32.unpack_from(data, pos)
@@ -183,6 +217,11 @@ class EtcdStateMachine:
             member_id, alarm = struct.unpack_from("<QI", data, pos)
             pos += 12
             alarms.add(Alarm(member_id, alarm))
+        auth = AuthStore()
+        if data[4] >= 2:
+            (n,) = _U32.unpack_from(data, pos)
+            auth = AuthStore.from_bytes(data[pos + 4 : pos + 4 + n])
+            pos += 4 + n
         kv = KVStore.from_bytes(
             data[pos:], max_txn_ops=self.max_txn_ops, min_lease_ttl=self.min_lease_ttl
         )
@@ -190,16 +229,17 @@ class EtcdStateMachine:
         self.kv = kv
         self._unsubscribe = self.kv.subscribe(self._on_revision)
         self.alarms = alarms
+        self.auth = auth
         self._applied_index = index
         for listener in list(self._restore_listeners):
             listener()
 
 
-def _txn_writes(txn: TxnRequest) -> bool:
-    """Whether any op of either branch (nested included) writes."""
+def _txn_puts(txn: TxnRequest) -> bool:
+    """Whether any op of either branch (nested included) is a put (what NOSPACE refuses, as etcd)."""
     for op in (*txn.success, *txn.failure):
-        if isinstance(op, PutRequest | DeleteRangeRequest):
+        if isinstance(op, PutRequest):
             return True
-        if isinstance(op, TxnRequest) and _txn_writes(op):
+        if isinstance(op, TxnRequest) and _txn_puts(op):
             return True
     return False

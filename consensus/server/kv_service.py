@@ -22,6 +22,7 @@ from consensus.mvcc import (
     TxnResult,
 )
 from consensus.server import etcd_codec as codec
+from consensus.server.authorization import Need, authorize, authorize_range, authorize_txn
 from consensus.server.etcd_server import EtcdServer, unary
 from consensus.server.internal_request import Op
 
@@ -49,6 +50,7 @@ class KVService(pb_grpc.KVServicer):
         req = codec.range_from_pb(request)
         if not request.serializable:
             await self.s.linearizable_barrier()
+        authorize_range(self.s, context, request.key, request.range_end)
         res = self.s.fsm.kv.range(req)
         out = pb.RangeResponse(header=self.s.header(res.revision))
         return codec.fill_range_response(out, res, keys_only=request.keys_only)
@@ -81,6 +83,7 @@ class KVService(pb_grpc.KVServicer):
         if _txn_is_read_only(txn):
             # Validate exactly as apply would, then serve locally after a barrier.
             await self.s.linearizable_barrier()
+            authorize_txn(self.s, context, request)
             res = self.s.fsm.kv.txn(txn)
         else:
             applied = await self.s.propose(Op.TXN, request, context)
@@ -94,6 +97,7 @@ class KVService(pb_grpc.KVServicer):
         self, request: pb.CompactionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompactionResponse:
         self.s.check_has_leader(context)
+        authorize(self.s, context, Need.ADMIN)  # stricter than etcd 3.4 (no check there)
         await self.s.propose(Op.COMPACTION, request, context)
         return pb.CompactionResponse(header=self.s.header())
 

@@ -15,6 +15,7 @@ event loop:
 The public async API (what the gRPC layer builds on): :meth:`Member.propose`,
 :meth:`Member.read_index`, :meth:`Member.add_member`,
 :meth:`Member.remove_member`, :meth:`Member.promote_member`,
+:meth:`Member.update_member_attributes` (publish, MemberUpdate),
 :meth:`Member.transfer_leadership`, :meth:`Member.status` and
 :meth:`Member.stop`. Failures raise :mod:`consensus.server.errors` classes
 whose text is etcd's.
@@ -63,12 +64,16 @@ from consensus.server.fsm import DigestStateMachine, StateMachine
 from consensus.server.membership import MemberInfo, Membership
 from consensus.server.metrics import MemberMetrics, MetricsSample
 from consensus.server.proposal import (
+    MemberAttributes,
     RequestHeader,
     RequestIdGenerator,
     decode_conf_change_context,
+    decode_member_attributes,
     decode_request,
     encode_conf_change_context,
+    encode_member_attributes,
     encode_request,
+    is_member_attributes,
 )
 from consensus.server.state_snapshot import StateSnapshot
 from consensus.server.transport import PeerTransport, TransportLimits, fetch_cluster_id
@@ -190,6 +195,9 @@ class Member:
         self._stopped = asyncio.Event()
         self._exit_code = 0
         self._removed = False
+        self._lead_term = 0
+        """The term this member leads and has applied its first entry of (0: not leading)."""
+        self._leadership_listeners: list[Callable[[bool], None]] = []
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -402,6 +410,8 @@ class Member:
             )
         self._leader = soft.lead
         self._raft_state = soft.raft_state
+        if self._lead_term and soft.raft_state != StateType.LEADER:
+            self._set_lead_term(0)
 
     def _notify_changed(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -463,12 +473,34 @@ class Member:
             self._applied = e.index
 
     def _apply_normal(self, e: Entry) -> None:
+        if is_member_attributes(e.data):
+            self._apply_member_attributes(e)
+            return
         header, payload = decode_request(e.data)
         result = self.fsm.apply(e.index, e.term, payload)
+        if not e.data and self.is_leader and e.term == self.term and self._lead_term != e.term:
+            # A new leader's empty entry: everything of earlier terms is applied now.
+            if self._lead_term:
+                self._set_lead_term(0)
+            self._set_lead_term(e.term)
         if header is not None and header.proposer == self.id:
             future = self._proposals.pop(header.request_id, None)
             if future is not None and not future.done():
                 future.set_result(result)
+
+    def _apply_member_attributes(self, e: Entry) -> None:
+        """A replicated attributes update (publish, MemberUpdate): the table changes, the FSM sees a no-op."""
+        header, attrs = decode_member_attributes(e.data)
+        info = self.membership.set_attributes(
+            attrs.member_id, name=attrs.name, client_urls=attrs.client_urls, peer_urls=attrs.peer_urls
+        )
+        self.fsm.apply(e.index, e.term, b"")
+        if info is not None and attrs.peer_urls and attrs.member_id != self.id:
+            self._require(self._transport).set_peer(attrs.member_id, list(attrs.peer_urls))
+        if header.proposer == self.id:
+            future = self._proposals.pop(header.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(None if info is None else MemberInfo.from_json(info.to_json()))
 
     def _apply_conf_change(self, e: Entry) -> None:
         cc = ConfChange.decode(e.data)
@@ -660,6 +692,27 @@ class Member:
                 still_waiting.append(batch)
         self._reads_awaiting_apply = still_waiting
 
+    # -- leadership observers ---------------------------------------------------------------------------------
+    def on_leadership(self, listener: Callable[[bool], None]) -> Callable[[], None]:
+        """Call ``listener(True)`` once this member leads and has applied its term's first entry
+        (so every entry of earlier terms too), ``listener(False)`` when it stops leading or stops.
+
+        Called at once with True when that is already the case. Returns an unsubscribe function.
+        (etcd promotes its lessor and resumes its compactor at these moments.)
+        """
+        self._leadership_listeners.append(listener)
+        if self._lead_term:
+            listener(True)
+        return lambda: self._leadership_listeners.remove(listener)
+
+    def _set_lead_term(self, term: int) -> None:
+        self._lead_term = term
+        for listener in list(self._leadership_listeners):
+            try:
+                listener(term != 0)
+            except Exception:
+                log.exception("a leadership listener failed")
+
     # -- membership -------------------------------------------------------------------------------------------
     def members(self) -> list[MemberInfo]:
         return [self.membership.members[k] for k in sorted(self.membership.members)]
@@ -707,6 +760,44 @@ class Member:
                 raise errors.LearnerNotReadyError()
         promoted = await self._propose_conf_change(ConfChangeType.ADD_NODE, member_id_, None, timeout)
         return promoted if promoted is not None else info
+
+    async def update_member_attributes(
+        self, attributes: MemberAttributes, timeout: float | None = None
+    ) -> MemberInfo:
+        """Replicate new attributes of a member (etcd's publish, and MemberUpdate's peer URLs).
+
+        Returns the member's entry as applied. Raises ``MemberIdNotFoundError``
+        for an unknown member and ``PeerUrlExistsError`` when another member
+        has one of the new peer URLs.
+        """
+        mid = attributes.member_id
+        if mid in self.membership.removed or mid not in self.membership.members:
+            raise errors.MemberIdNotFoundError()
+        if attributes.peer_urls is not None:
+            taken = {
+                u for m in self.membership.members.values() if m.id != mid for u in m.peer_urls
+            }
+            if taken.intersection(attributes.peer_urls):
+                raise errors.PeerUrlExistsError()
+        self._check_accepting()
+        request_id = self._request_ids.next()
+        data = encode_member_attributes(RequestHeader(self.id, request_id), attributes)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._proposals[request_id] = future
+        try:
+            self._step_proposal(lambda node: node.propose(data))
+            result = await self._await_applied(future, timeout)
+        finally:
+            self._proposals.pop(request_id, None)
+        if not isinstance(result, MemberInfo):
+            raise errors.MemberIdNotFoundError()
+        return result
+
+    def peer_connected(self, member_id_: int) -> bool:
+        """Whether this member's connection to peer ``member_id_`` is up now (itself: True)."""
+        if member_id_ == self.id:
+            return True
+        return self._transport is not None and self._transport.is_connected(member_id_)
 
     async def _propose_conf_change(
         self,
@@ -859,6 +950,8 @@ class Member:
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
         if self._read_round is not None and self._read_round.retry is not None:
             self._read_round.retry.cancel()
+        if self._lead_term:
+            self._set_lead_term(0)
         stopped = errors.StoppedError()
         futures: list[asyncio.Future[Any]] = [
             *self._proposals.values(),

@@ -80,6 +80,29 @@ class Membership:
             member.is_learner = False
         self.members[nid] = member
 
+    def set_attributes(
+        self,
+        member_id: int,
+        *,
+        name: str | None = None,
+        client_urls: list[str] | None = None,
+        peer_urls: list[str] | None = None,
+    ) -> MemberInfo | None:
+        """Apply a committed attributes update (``None`` keeps a field); the entry, or None if unknown.
+
+        Never adds a member nor changes its learner flag: only conf changes do.
+        """
+        info = self.members.get(member_id)
+        if info is None:
+            return None
+        if name is not None:
+            info.name = name
+        if client_urls is not None:
+            info.client_urls = list(client_urls)
+        if peer_urls is not None:
+            info.peer_urls = list(peer_urls)
+        return info
+
     def peer_urls(self, member_id: int) -> list[str]:
         info = self.members.get(member_id)
         return list(info.peer_urls) if info is not None else []
