@@ -126,7 +126,6 @@ class WatchService(pb_grpc.WatchServicer):
         self.election_timeout = election_timeout
         self.fragment_limit = server.max_request_bytes + GRPC_OVERHEAD_BYTES
         """Responses of ``fragment`` watchers at or above this size are split (etcd's limit)."""
-        self._sync_wanted: asyncio.Event | None = None
         self._sync_task: asyncio.Task[None] | None = None
 
     # -- the auth hook ---------------------------------------------------------------------
@@ -138,11 +137,12 @@ class WatchService(pb_grpc.WatchServicer):
         Called once per create request, before the watcher exists, with
         ``key`` (an empty key already read as ``b"\\x00"``) and ``range_end``
         in etcd's convention (``b""`` one key, ``b"\\x00"`` from ``key`` on).
-        Raise an :class:`EtcdError` or ``MVCCError`` whose etcd message is the
-        cancel reason ("etcdserver: permission denied", "etcdserver: user name
-        is empty", "etcdserver: invalid auth token" ...): the client gets a
-        response with ``created``, ``canceled``, watch id -1 and that reason,
-        and the stream stays open (etcd's ``isWatchPermitted``).
+        Raise an :class:`EtcdError` or ``MVCCError``: its etcd message becomes
+        the cancel reason (etcd 3.4 puts the gRPC error's string there, e.g.
+        "rpc error: code = PermissionDenied desc = etcdserver: permission
+        denied", which ``authorization.authorize_watch`` produces). The client
+        gets a response with ``created``, ``canceled``, watch id -1 and that
+        reason, and the stream stays open (etcd's ``isWatchPermitted``).
         """
         # READ on the range; any refusal reads as etcd 3.4's cancel reason (see authorization).
         authorization.authorize_watch(self.s, context, key, range_end)
@@ -260,7 +260,6 @@ class WatchService(pb_grpc.WatchServicer):
     def _ensure_sync_task(self) -> None:
         if self._sync_task is None or self._sync_task.done():
             wanted = asyncio.Event()
-            self._sync_wanted = wanted
             self.hub.on_sync_needed = wanted.set
             self._sync_task = asyncio.create_task(self._sync_loop(wanted))
 
