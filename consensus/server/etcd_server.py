@@ -82,12 +82,25 @@ _Resp = TypeVar("_Resp", bound=PbMessage)
 Handler = Callable[[Any, _Req, grpc.aio.ServicerContext], Awaitable[_Resp]]
 
 
+NOT_SUPPORTED_FOR_LEARNER = "etcdserver: rpc not supported for learner"
+
+
+def supported_by_learner(request: PbMessage) -> bool:
+    """etcd's rule (isRPCSupportedForLearner): a learner serves Status and serializable Range only."""
+    if isinstance(request, pb.RangeRequest):
+        return request.serializable
+    return isinstance(request, pb.StatusRequest)
+
+
 def unary(handler: Handler[_Req, _Resp]) -> Handler[_Req, _Resp]:
     """Decorate a unary service method: map errors to etcd's status codes and messages."""
 
     @functools.wraps(handler)
     async def wrapped(self: Any, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
         try:
+            server: EtcdServer | None = getattr(self, "s", None)
+            if server is not None and server.member.is_learner and not supported_by_learner(request):
+                raise EtcdError(grpc.StatusCode.UNAVAILABLE, NOT_SUPPORTED_FOR_LEARNER)
             return await handler(self, request, context)
         except (EtcdError, MVCCError, errors.MemberError) as exc:
             status = status_of(exc)
@@ -112,6 +125,9 @@ class MemberPort(Protocol):
 
     @property
     def term(self) -> int: ...
+
+    @property
+    def is_learner(self) -> bool: ...
 
     async def propose(self, data: bytes, timeout: float | None = None) -> object: ...
 

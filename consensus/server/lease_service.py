@@ -36,7 +36,13 @@ from consensus.mvcc.lease import LeaseInfo
 from consensus.server import errors
 from consensus.server.auth_tokens import token_of
 from consensus.server.authorization import Need, authorize, authorize_lease_revoke
-from consensus.server.etcd_server import EtcdError, EtcdServer, status_of, unary
+from consensus.server.etcd_server import (
+    NOT_SUPPORTED_FOR_LEARNER,
+    EtcdError,
+    EtcdServer,
+    status_of,
+    unary,
+)
 from consensus.server.internal_request import Op
 from consensus.server.lessor import Lessor, NotPrimaryError
 
@@ -176,6 +182,8 @@ class LeaseService(pb_grpc.LeaseServicer):
         forwarded = _is_forwarded(context)
         metadata = forward_metadata(context)
         try:
+            if self.s.member.is_learner:
+                raise EtcdError(grpc.StatusCode.UNAVAILABLE, NOT_SUPPORTED_FOR_LEARNER)
             self.s.check_has_leader(context)
             authorize(self.s, context, Need.USER)
             async for req in request_iterator:

@@ -222,6 +222,11 @@ class Member:
         return self._raft_state == StateType.LEADER
 
     @property
+    def is_learner(self) -> bool:
+        """Whether this member is a non-voting learner in the current configuration."""
+        return self._node is not None and self._node.raft.is_learner
+
+    @property
     def applied(self) -> int:
         """The index of the last entry applied to the state machine."""
         return self._applied

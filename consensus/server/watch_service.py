@@ -41,7 +41,13 @@ from consensus.mvcc import MVCCError
 from consensus.mvcc.watch_hub import WatchHub, WatchMessage, WatchStream
 from consensus.server import authorization, errors
 from consensus.server import etcd_codec as codec
-from consensus.server.etcd_server import GRPC_OVERHEAD_BYTES, EtcdError, EtcdServer, status_of
+from consensus.server.etcd_server import (
+    GRPC_OVERHEAD_BYTES,
+    NOT_SUPPORTED_FOR_LEARNER,
+    EtcdError,
+    EtcdServer,
+    status_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +157,8 @@ class WatchService(pb_grpc.WatchServicer):
     async def Watch(
         self, request_iterator: AsyncIterator[pb.WatchRequest], context: grpc.aio.ServicerContext
     ) -> None:
+        if self.s.member.is_learner:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_SUPPORTED_FOR_LEARNER)
         require_leader = _requires_leader(context)
         if require_leader and self.s.member.leader == 0:
             await context.abort(grpc.StatusCode.UNAVAILABLE, NO_LEADER)

@@ -190,6 +190,12 @@ def test_learner_joins_is_promoted_and_removed(fs: Cluster, module_processes: Pr
                 member_list(pb.MemberListRequest(), timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert refused.value.details() == "etcdserver: rpc not supported for learner"
+        # Writes and linearizable reads are refused too; a serializable read is served.
+        for args in (["put", "/learner/k", "v"], ["get", "/learner/k"]):
+            res = etcdctl(node.endpoint, *args)
+            assert res.returncode != 0 and "rpc not supported for learner" in res.stderr
+        served = etcdctl(node.endpoint, "get", "/learner/k", "--consistency=s")
+        assert served.returncode == 0, served.stderr
 
         def promote() -> str | None:
             res = etcdctl(fs.endpoints, "member", "promote", f"{new_id:x}")
