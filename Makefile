@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
 APT_PACKAGES := etcd-client etcd-server
 
-.PHONY: install apt-deps lint test up sim bench clean
+.PHONY: install apt-deps lint test up sim bench bench-compare clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -44,6 +44,10 @@ sim: install
 
 bench: install
 	$(BIN)/flagstaff bench-core
+
+# Flagstaff vs etcd on fresh local 3-member clusters (~8 min); updates docs/performance.md.
+bench-compare: install
+	$(BIN)/python -m consensus.bench.compare --write-docs
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
