@@ -86,6 +86,18 @@ class RawNode:
             Message(type=MessageType.PROP, from_=self.raft.id, entries=[Entry(0, 0, EntryType.NORMAL, data)])
         )
 
+    def propose_batch(self, payloads: list[bytes]) -> None:
+        """Propose several payloads as one message: one append per follower for all of them."""
+        if not payloads:
+            return
+        self.raft.step(
+            Message(
+                type=MessageType.PROP,
+                from_=self.raft.id,
+                entries=[Entry(0, 0, EntryType.NORMAL, data) for data in payloads],
+            )
+        )
+
     def propose_conf_change(self, cc: ConfChange) -> None:
         self.raft.step(
             Message(

@@ -175,6 +175,8 @@ class Member:
         self._initial_members: dict[int, tuple[str, list[str]]] = {}
         self._request_ids = RequestIdGenerator()
         self._proposals: dict[int, asyncio.Future[object]] = {}
+        self._batched_payloads: list[bytes] = []
+        self._batched_futures: list[asyncio.Future[object]] = []
         self._conf_changes: dict[int, asyncio.Future[MemberInfo | None]] = {}
         self._read_next: list[asyncio.Future[int]] = []
         self._read_round: _ReadRound | None = None
@@ -367,6 +369,7 @@ class Member:
             while True:
                 await self._input.wait()
                 self._input.clear()
+                self._step_batched_proposals()
                 while node.has_ready():
                     rd = node.ready()
                     self._processing_ready = True
@@ -376,6 +379,8 @@ class Member:
                         self._processing_ready = False
                     node.advance(rd)
                     self._notify_changed()
+                    # Proposals that arrived while this Ready was persisted go out together.
+                    self._step_batched_proposals()
                 self._notify_changed()
         except asyncio.CancelledError:
             raise
@@ -583,13 +588,32 @@ class Member:
         request_id = self._request_ids.next()
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._proposals[request_id] = future
+        # Batched: every proposal made during one turn of the Raft loop is
+        # stepped as ONE multi-entry proposal (one append per follower, one
+        # fsync), in arrival order (see _step_batched_proposals).
+        self._batched_payloads.append(encode_request(RequestHeader(self.id, request_id), data))
+        self._batched_futures.append(future)
+        self._signal()
         try:
-            self._step_proposal(
-                lambda node: node.propose(encode_request(RequestHeader(self.id, request_id), data))
-            )
             return await self._await_applied(future, timeout)
         finally:
             self._proposals.pop(request_id, None)
+
+    def _step_batched_proposals(self) -> None:
+        """Step every proposal queued since the last call as one Raft proposal."""
+        if not self._batched_payloads:
+            return
+        payloads, self._batched_payloads = self._batched_payloads, []
+        futures, self._batched_futures = self._batched_futures, []
+        node = self._require(self._node)
+        try:
+            node.propose_batch(payloads)
+        except ProposalDropped:
+            self.metrics.proposals_failed += len(futures)
+            error_type = errors.NoLeaderError if self._leader == NONE else errors.ProposalDroppedError
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error_type())
 
     def _check_accepting(self) -> None:
         if self._stopping or self._node is None:
