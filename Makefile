@@ -31,7 +31,7 @@ install: $(STAMP) $(APT_STAMP)
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy consensus
+	$(BIN)/mypy consensus flags/engine
 
 test: lint
 	$(BIN)/pytest
