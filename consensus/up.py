@@ -1,8 +1,15 @@
 """``flagstaff up``: the whole system on 127.0.0.1, under one small process supervisor.
 
-Today "the whole system" is three core members; web, worker, beat and
-discovery will be added as more :class:`ProcessSpec` entries handed to the
-same :class:`ProcessSupervisor`.
+"The whole system" is three core members and the platform: once the members
+agree on a leader, ``up`` runs ``manage.py prepare_platform`` (migrate, then
+ensure_admin, which prints a one-time admin password on the first start),
+then starts web (daphne serving the Django ASGI app on ``--web-port``, 8000),
+a Celery worker and Celery beat, all with the embedded defaults (SQLite and
+the Celery filesystem broker under ``<var-dir>``), and prints the URL.
+``--no-platform`` starts the members only. Discovery will be one more
+:class:`ProcessSpec`. This module only spawns processes: it imports nothing
+from Django (the platform's processes find the members through
+``FLAGSTAFF_ENDPOINTS`` and their data through ``FLAGSTAFF_VAR_DIR``).
 
 Ports, for ``--base-port B`` (default 2379, etcd's layout for a local
 cluster): member ``i`` in 0, 1, 2 uses offset ``(0, 20000, 30000)[i]``, with
@@ -11,9 +18,11 @@ client ``B + offset``, peer ``B + 1 + offset`` and metrics ``B + 2 + offset``
 ``<var-dir>/members/<name>``; a second ``up`` recovers it.
 
 Ctrl-C (SIGINT) or SIGTERM stops everything: each child gets SIGTERM, then
-SIGKILL after ``--stop-timeout`` seconds. Children run in their own process
-group, so a terminal's Ctrl-C reaches only the supervisor, which stops them
-in order. If a child dies on its own, ``up`` stops the rest and exits 1.
+SIGKILL after ``--stop-timeout`` seconds; the platform's processes stop
+before the members. Children run in their own process group, so a
+terminal's Ctrl-C reaches only the supervisor, which stops them in order. If
+a child dies on its own (or a set-up step fails), ``up`` stops the rest and
+exits 1.
 """
 
 from __future__ import annotations
@@ -24,16 +33,22 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 MEMBER_NAMES = ("m1", "m2", "m3")
 MEMBER_PORT_OFFSETS = (0, 20000, 30000)
 DEFAULT_BASE_PORT = 2379
 CLUSTER_TOKEN = "flagstaff-up"
+DEFAULT_WEB_PORT = 8000
+REPO_ROOT = Path(__file__).resolve().parent.parent
+"""Where ``manage.py`` and the ``platform/`` folder are (``up`` may run from any directory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +80,7 @@ class ProcessSupervisor:
         self._write = write or _write_stdout
         self._children: dict[str, _Child] = {}
         self._exited: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self._oneshots: set[str] = set()
         self._stopping = False
 
     async def start(self, spec: ProcessSpec) -> int:
@@ -84,6 +100,21 @@ class ProcessSupervisor:
         self._children[spec.name] = _Child(spec, process, relay)
         return process.pid
 
+    async def run_once(self, spec: ProcessSpec) -> int:
+        """Run ``spec`` to completion (a set-up step), relaying its output; its exit code.
+
+        Its exit is not an "unexpected exit". If the caller is cancelled meanwhile, the
+        process stays registered, so :meth:`stop_all` still stops it.
+        """
+        self._oneshots.add(spec.name)
+        await self.start(spec)
+        child = self._children[spec.name]
+        code = await child.process.wait()
+        await child.relay
+        del self._children[spec.name]
+        self._oneshots.discard(spec.name)
+        return code
+
     async def _relay(self, name: str, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         width = max(len(n) for n in [*self._children, name])
@@ -93,7 +124,7 @@ class ProcessSupervisor:
                 break
             self._write(f"{name:<{width}} | {line.decode(errors='replace').rstrip()}\n")
         code = await process.wait()
-        if not self._stopping:
+        if not self._stopping and name not in self._oneshots:
             await self._exited.put((name, code))
 
     def pids(self) -> dict[str, int]:
@@ -207,6 +238,50 @@ def member_specs(
     return specs
 
 
+@dataclass(frozen=True, slots=True)
+class PlatformSpecs:
+    """The platform's command lines: set-up steps run in order, then long-running processes."""
+
+    setup: list[ProcessSpec]
+    services: list[ProcessSpec]
+    url: str
+
+
+def platform_specs(
+    endpoints: list[MemberEndpoints], var_dir: str, web_host: str, web_port: int
+) -> PlatformSpecs:
+    """prepare_platform, then web (daphne), worker and beat (Celery), for the members at ``endpoints``."""
+    root = str(REPO_ROOT)
+    python_path = os.pathsep.join(
+        p for p in (os.path.join(root, "platform"), root, os.environ.get("PYTHONPATH", "")) if p
+    )
+    env = {
+        "FLAGSTAFF_ENDPOINTS": ",".join(e.client_url.removeprefix("http://") for e in endpoints),
+        "FLAGSTAFF_VAR_DIR": var_dir,
+        # Always the real settings (configured by environment variables), never a caller's.
+        "DJANGO_SETTINGS_MODULE": "flagstaff_platform.settings",
+        "PYTHONPATH": python_path,
+        "PYTHONUNBUFFERED": "1",
+    }
+    manage = [sys.executable, os.path.join(root, "manage.py")]
+    celery = [sys.executable, "-m", "celery", "-A", "flagstaff_platform"]
+    return PlatformSpecs(
+        # migrate, then ensure_admin (prints a one-time password on the first start).
+        setup=[ProcessSpec("prepare", [*manage, "prepare_platform"], env, root)],
+        services=[
+            ProcessSpec(
+                "web",
+                [sys.executable, "-m", "daphne", "-b", web_host, "-p", str(web_port),
+                 "flagstaff_platform.asgi:application"],
+                env, root,
+            ),
+            ProcessSpec("worker", [*celery, "worker", "--pool=solo", "--loglevel=INFO"], env, root),
+            ProcessSpec("beat", [*celery, "beat", "--loglevel=INFO"], env, root),
+        ],
+        url=f"http://{web_host}:{web_port}/",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-port", type=int, default=DEFAULT_BASE_PORT,
@@ -220,6 +295,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stop-timeout", type=float, default=10.0,
         help="seconds between SIGTERM and SIGKILL when stopping children",
+    )
+    parser.add_argument(
+        "--web-port", type=int, default=DEFAULT_WEB_PORT,
+        help=f"port of the web UI and REST API (default {DEFAULT_WEB_PORT})",
+    )
+    parser.add_argument(
+        "--no-platform", action="store_true",
+        help="start the core members only (no web, worker or beat)",
     )
     parser.add_argument(
         "--node-arg", action="append", default=[], metavar="ARG",
@@ -239,9 +322,14 @@ async def _up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"flagstaff up: {exc}", file=sys.stderr)
         return 2
+    web_host = "127.0.0.1"
+    if not args.no_platform and not _port_free(web_host, args.web_port):
+        print(f"flagstaff up: port {args.web_port} is in use; pass --web-port", file=sys.stderr)
+        return 2
     var_dir = os.path.abspath(args.var_dir)
     os.makedirs(os.path.join(var_dir, "members"), exist_ok=True)
     supervisor = ProcessSupervisor(stop_timeout=args.stop_timeout)
+    platform = ProcessSupervisor(stop_timeout=args.stop_timeout)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -250,31 +338,59 @@ async def _up(args: argparse.Namespace) -> int:
     _write_stdout(f"flagstaff up: data under {var_dir}\n")
     for e in endpoints:
         _write_stdout(
-            f"  {e.name}: client {e.client_url} (reserved)  peer {e.peer_url}  "
+            f"  {e.name}: client {e.client_url}  peer {e.peer_url}  "
             f"metrics {e.metrics_url}/metrics /health /status\n"
         )
     code = 0
+    tasks: list[asyncio.Task[Any]] = []
     try:
         for spec in member_specs(endpoints, var_dir, list(args.node_arg)):
             await supervisor.start(spec)
         ready = loop.create_task(_wait_for_leader(endpoints, args.ready_timeout))
         died = loop.create_task(supervisor.wait_for_unexpected_exit())
+        platform_died = loop.create_task(platform.wait_for_unexpected_exit())
         stop = loop.create_task(stop_requested.wait())
-        done, _ = await asyncio.wait({ready, died, stop}, return_when=asyncio.FIRST_COMPLETED)
+        tasks = [ready, died, platform_died, stop]
+        ends = {died, platform_died, stop}
+        done, _ = await asyncio.wait({ready, *ends}, return_when=asyncio.FIRST_COMPLETED)
         if ready in done and ready.result() is not None:
             _write_stdout(f"flagstaff up: cluster ready, leader {ready.result()}; Ctrl-C to stop\n")
-            done, _ = await asyncio.wait({died, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not args.no_platform:
+                specs = platform_specs(endpoints, var_dir, web_host, args.web_port)
+                started = loop.create_task(_start_platform(platform, specs, args.ready_timeout))
+                tasks.append(started)
+                done, _ = await asyncio.wait({started, *ends}, return_when=asyncio.FIRST_COMPLETED)
+                if started in done:
+                    problem = started.result()
+                    if problem is None:
+                        _write_stdout(
+                            f"flagstaff up: web UI and REST API at {specs.url} "
+                            "(the admin account is printed above on the first start); Ctrl-C to stop\n"
+                        )
+                    else:
+                        _write_stdout(f"flagstaff up: {problem}; stopping\n")
+                        code = 1
+            if code == 0 and not done & ends:
+                done, _ = await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         elif ready in done:
             _write_stdout(f"flagstaff up: no leader within {args.ready_timeout:g}s; stopping\n")
             code = 1
-        if died in done:
-            name, exit_code = died.result()
-            _write_stdout(f"flagstaff up: {name} exited with code {exit_code}; stopping\n")
-            code = 1
-        for task in (ready, died, stop):
-            task.cancel()
+        for exited in (died, platform_died):
+            if exited in done:
+                name, exit_code = exited.result()
+                _write_stdout(f"flagstaff up: {name} exited with code {exit_code}; stopping\n")
+                code = 1
     finally:
+        for task in tasks:
+            task.cancel()
         _write_stdout("flagstaff up: stopping\n")
+        platform_codes = await platform.stop_all()
+        if platform_codes:
+            _write_stdout(
+                "flagstaff up: stopped the platform ("
+                + ", ".join(f"{name} exit {c}" for name, c in platform_codes.items())
+                + ")\n"
+            )
         codes = await supervisor.stop_all()
         _write_stdout(
             "flagstaff up: stopped ("
@@ -282,6 +398,35 @@ async def _up(args: argparse.Namespace) -> int:
             + ")\n"
         )
     return code
+
+
+async def _start_platform(
+    supervisor: ProcessSupervisor, specs: PlatformSpecs, timeout: float
+) -> str | None:
+    """Run the set-up steps, start the services, wait for the web process; a problem or None."""
+    for spec in specs.setup:
+        exit_code = await supervisor.run_once(spec)
+        if exit_code != 0:
+            return f"{spec.name} failed with exit code {exit_code}"
+    for spec in specs.services:
+        await supervisor.start(spec)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(timeout, 60.0)
+    while loop.time() < deadline:
+        if await asyncio.to_thread(_get_json, specs.url + "healthz") is not None:
+            return None
+        await asyncio.sleep(0.2)
+    return f"the web process did not answer at {specs.url} within {max(timeout, 60.0):g}s"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 async def _wait_for_leader(endpoints: list[MemberEndpoints], timeout: float) -> str | None:

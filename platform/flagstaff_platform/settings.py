@@ -1,27 +1,85 @@
-"""Django settings for the Flagstaff platform, read from the environment.
+"""Django settings of the Flagstaff platform, read from the environment.
 
-Embedded defaults need no server: SQLite under `var/`. The full platform
-(Channels, DRF, Celery, Redis, Postgres) arrives with the platform issue.
+Every setting that differs between a laptop and production comes from an
+environment variable (docs/platform.md lists them). With none set, the
+embedded defaults need no server at all: SQLite under ``var/``, the in-memory
+Channels layer, and Celery on kombu's filesystem transport under
+``var/celery/``. Setting ``DATABASE_URL`` (Postgres) and ``REDIS_URL`` (the
+Channels layer and the Celery broker) gives the production shape.
+
+The platform keeps no flag state of its own: flags, projects, environments,
+segments and config live in the core, reached at ``FLAGSTAFF_ENDPOINTS``
+through ``flags.core``. Django's database holds only people, sessions and
+API tokens.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
+from typing import Any
+
+import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = Path(os.environ.get("FLAGSTAFF_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR = Path(os.environ.get("FLAGSTAFF_VAR_DIR", BASE_DIR / "var")).resolve()
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-secret-key-change-me")
-DEBUG = os.environ.get("DEBUG", "1") == "1"
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+DEFAULT_CORE_ENDPOINTS = "127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379"
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def _secret_key() -> str:
+    """``SECRET_KEY`` from the environment, else one generated once and kept in ``var/secret-key``."""
+    from_env = os.environ.get("SECRET_KEY", "")
+    if from_env:
+        return from_env
+    path = VAR_DIR / "secret-key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    candidate = secrets.token_urlsafe(50)
+    try:  # O_EXCL: concurrent first starts (web, worker, beat) agree on one key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(candidate + "\n")
+    return candidate
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _env_bool("DEBUG", False)
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "guardian",
+    "flagstaff_platform",
+    "flags",
 ]
 
 MIDDLEWARE = [
@@ -31,9 +89,17 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
 ]
 
 ROOT_URLCONF = "flagstaff_platform.urls"
+ASGI_APPLICATION = "flagstaff_platform.asgi.application"
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -49,14 +115,122 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": VAR_DIR / "platform.sqlite3",
+# -- Django's own tables (people, sessions, tokens): SQLite embedded, Postgres in production --
+
+DATABASES: dict[str, Any] = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", "") or f"sqlite:///{VAR_DIR / 'platform.sqlite3'}",
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (web, worker, beat, migrate) share the file.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# -- the core ------------------------------------------------------------------------------
+
+FLAGSTAFF_ENDPOINTS = _env_list("FLAGSTAFF_ENDPOINTS", DEFAULT_CORE_ENDPOINTS)
+"""The core members' client endpoints (``host:port`` or URLs), tried in order with failover."""
+FLAGSTAFF_CORE_USER = os.environ.get("FLAGSTAFF_CORE_USER") or None
+FLAGSTAFF_CORE_PASSWORD = os.environ.get("FLAGSTAFF_CORE_PASSWORD") or None
+FLAGSTAFF_CORE_TIMEOUT = float(os.environ.get("FLAGSTAFF_CORE_TIMEOUT", "5"))
+"""Seconds one call to the core may take (reads are retried on other members within it)."""
+
+# -- Redis: the Channels layer and the Celery broker, when configured ------------------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+if REDIS_URL:
+    CHANNEL_LAYERS: dict[str, Any] = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
     }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_DATA_DIR = VAR_DIR / "celery"
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
+else:
+    # kombu's filesystem transport: producers and consumers share one folder, no server.
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_DATA_DIR / "queue"),
+        "data_folder_out": str(CELERY_DATA_DIR / "queue"),
+        "processed_folder": str(CELERY_DATA_DIR / "processed"),
+        "control_folder": str(CELERY_DATA_DIR / "control"),
+        "store_processed": False,
+    }
+    for _folder in ("queue", "processed", "control"):
+        (CELERY_DATA_DIR / _folder).mkdir(parents=True, exist_ok=True)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DATA_DIR / "beat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, Any] = {
+    "core-health": {"task": "flags.tasks.check_core_health", "schedule": 60.0},
+}
+CELERY_TIMEZONE = "UTC"
+
+# -- REST API --------------------------------------------------------------------------------
+
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: an unauthenticated request gets 401 with `WWW-Authenticate: Token`.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["flags.api.errors.BoundedJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "flags.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+if DEBUG:
+    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
+
+SPECTACULAR_SETTINGS: dict[str, Any] = {
+    "TITLE": "Flagstaff REST API",
+    "DESCRIPTION": "Projects, environments, feature flags, segments and config keys, stored in the "
+    "Flagstaff core. See docs/rest-api.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# A request body may be at most 1 MiB (a flag document at most 256 KiB; see flags.engine).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+# -- people --------------------------------------------------------------------------------
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+ANONYMOUS_USER_NAME = None  # django-guardian: no anonymous user row
+
+# -- static files (served by the ASGI app itself; no build step) -------------------------------
+
 STATIC_URL = "static/"
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+
 USE_TZ = True
 TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

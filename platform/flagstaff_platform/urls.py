@@ -1,7 +1,20 @@
-"""URL routes of the Flagstaff platform (filled in by the platform issue)."""
+"""URL routes of the Flagstaff platform: the HTML pages, login, health checks and ``/api/v1/``."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import URLPattern, URLResolver, include, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from flags import views as flag_views
+from flagstaff_platform import views
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("", flag_views.home, name="home"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("api/v1/", include("flags.api.urls")),
+    path("admin/", admin.site.urls),
+]

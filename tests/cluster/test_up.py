@@ -35,7 +35,7 @@ def test_up_starts_three_members_and_stops_them_cleanly(
     output = tmp_path / "up.log"
     proc = processes.popen(
         [
-            sys.executable, "-m", "consensus.cli", "up", "--base-port", str(base),
+            sys.executable, "-m", "consensus.cli", "up", "--no-platform", "--base-port", str(base),
             "--node-arg=--heartbeat-interval=50", "--node-arg=--election-timeout=500",
         ],
         output,

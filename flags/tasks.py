@@ -1,0 +1,26 @@
+"""Celery tasks of the flags app (scheduled rollouts and webhooks will live here)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from flags.core import core
+from flags.exceptions import FlagstaffError
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="flags.tasks.check_core_health")
+def check_core_health() -> dict[str, Any]:
+    """Ask the core for its status (beat runs this every minute); logs and returns what it saw."""
+    try:
+        status = core().status()
+    except FlagstaffError as exc:
+        logger.warning("core health: %s", exc)
+        return {"ok": False, "error": str(exc)}
+    result = {"ok": True, "revision": int(status.header.revision), "leader": int(status.leader)}
+    logger.info("core health: %s", result)
+    return result

@@ -1,0 +1,104 @@
+"""Fixtures for the platform tests: a real 3-member Flagstaff core, Postgres, and API clients.
+
+The core cluster is started once per session (``tests/cluster/harness.py``)
+and the platform's gateway is pointed at it, so every test drives the whole
+stack: REST view -> access/actions -> ``flags.core`` -> gRPC -> Raft -> apply.
+Tests share the cluster but each works in projects of its own (``new_key``).
+This folder has no ``__init__.py`` on purpose: a package named ``platform``
+would shadow the standard library's ``platform`` module.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from platform_support import boolean_flag
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from flags.core import core, reset_core
+from tests.cluster.harness import Cluster, ProcessRegistry, wait_until
+
+
+@pytest.fixture(scope="session")
+def core_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three `flagstaff node` processes; the platform's settings point at them for the session."""
+    registry = ProcessRegistry()
+    base = tmp_path_factory.mktemp("core")
+    cluster = Cluster(base, registry, 3, [])
+    try:
+        cluster.start()
+        cluster.wait_for_leader(timeout=30)
+        saved = settings.FLAGSTAFF_ENDPOINTS
+        settings.FLAGSTAFF_ENDPOINTS = [n.endpoint for n in cluster.nodes]
+        reset_core()
+        wait_until(lambda: core().status() is not None, 30, "the core to answer through the gateway",
+                   interval=0.2)
+        yield cluster
+        settings.FLAGSTAFF_ENDPOINTS = saved
+        reset_core()
+    finally:
+        registry.kill_all()
+        print(cluster.dump_logs())
+        for node in cluster.nodes:
+            shutil.rmtree(node.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def new_key() -> Callable[[str], str]:
+    """A fresh key for a project (or anything) this test owns: ``new_key("p")`` -> ``p-1a2b3c4d``."""
+    return lambda prefix="p": f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def user(db: Any) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("alice", password="alice-password")
+
+
+@pytest.fixture
+def api(core_cluster: Cluster, user: Any) -> APIClient:
+    """An API client authenticated with alice's token (automation's way in)."""
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def other_api(core_cluster: Cluster, db: Any) -> APIClient:
+    """A second person (bob), logged in with a session: the concurrent editor."""
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user("bob", password="bob-password")
+    client = APIClient(enforce_csrf_checks=False)
+    assert client.login(username="bob", password="bob-password")
+    return client
+
+
+@pytest.fixture
+def project(api: APIClient, new_key: Callable[[str], str]) -> str:
+    """A new project with environments ``staging`` and ``production``; its key."""
+    key = new_key("p")
+    response = api.post("/api/v1/projects/", {
+        "key": key, "name": f"Project {key}",
+        "environments": [{"key": "staging", "name": "Staging"},
+                         {"key": "production", "name": "Production"}],
+    }, format="json")
+    assert response.status_code == 201, response.content
+    return key
+
+
+@pytest.fixture
+def flag(api: APIClient, project: str) -> str:
+    """A boolean flag ``new-checkout`` in both environments of ``project``; its key."""
+    response = api.post(f"/api/v1/projects/{project}/flags/",
+                        {"document": boolean_flag("new-checkout")}, format="json")
+    assert response.status_code == 201, response.content
+    return "new-checkout"
