@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
-APT_PACKAGES := etcd-client etcd-server
+APT_PACKAGES := etcd-client etcd-server chromium
 
-.PHONY: install apt-deps lint test up sim bench bench-compare clean
+.PHONY: install apt-deps lint test up sim bench bench-compare robustness clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian packages the tests and benchmarks use (the real etcd and etcdctl).
-$(APT_STAMP): | $(BIN)/python
+# Debian packages the tests and benchmarks use (the real etcd and etcdctl; chromium for tests/browser/).
+$(APT_STAMP): Makefile | $(BIN)/python
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -40,7 +40,7 @@ up: install
 	$(BIN)/flagstaff up
 
 sim: install
-	$(BIN)/flagstaff sim --seeds 100000 --members 3 --progress
+	$(BIN)/flagstaff sim --seeds 100000 --progress
 
 bench: install
 	$(BIN)/flagstaff bench-core
@@ -48,6 +48,12 @@ bench: install
 # Flagstaff vs etcd on fresh local 3-member clusters (~8 min); updates docs/performance.md.
 bench-compare: install
 	$(BIN)/python -m consensus.bench.compare --write-docs
+
+# Long robustness sweep (docs/robustness.md): random fault schedules on 3/5-member clusters,
+# every history checked; ROBUSTNESS_ARGS e.g. "--minutes 60" or "--only-seed 1234".
+ROBUSTNESS_ARGS ?= --runs 30
+robustness: install
+	$(BIN)/python -m tests.robustness.sweep $(ROBUSTNESS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

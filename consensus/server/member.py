@@ -57,7 +57,7 @@ from consensus.raft.types import (
     SoftState,
     StateType,
 )
-from consensus.server import errors
+from consensus.server import errors, failpoints
 from consensus.server.cluster import MemberIdentity, member_id
 from consensus.server.config import CLUSTER_STATE_NEW, MAX_APPLY_LAG, MemberConfig
 from consensus.server.fsm import DigestStateMachine, StateMachine
@@ -176,6 +176,7 @@ class Member:
         self._request_ids = RequestIdGenerator()
         self._proposals: dict[int, asyncio.Future[object]] = {}
         self._batched_payloads: list[bytes] = []
+        self._snapshot_due = False
         self._batched_futures: list[asyncio.Future[object]] = []
         self._conf_changes: dict[int, asyncio.Future[MemberInfo | None]] = {}
         self._read_next: list[asyncio.Future[int]] = []
@@ -395,7 +396,9 @@ class Member:
             self._on_soft_state(rd.soft_state)
         durable = self._require(self._log)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            if failpoints.ACTIVE: failpoints.hit("before-wal-fsync")  # noqa: E701 - test-only, one line
             await durable.persist_async(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            if failpoints.ACTIVE: failpoints.hit("after-wal-fsync")  # noqa: E701
         if rd.messages:
             self._require(self._transport).send(rd.messages)
         if rd.snapshot is not None and not rd.snapshot.is_empty():
@@ -487,7 +490,9 @@ class Member:
             self._apply_member_attributes(e)
             return
         header, payload = decode_request(e.data)
+        if failpoints.ACTIVE: failpoints.hit("before-apply")  # noqa: E701 - test-only, one line
         result = self.fsm.apply(e.index, e.term, payload)
+        if failpoints.ACTIVE: failpoints.hit("after-apply")  # noqa: E701
         if not e.data and self.is_leader and e.term == self.term and self._lead_term != e.term:
             # A new leader's empty entry: everything of earlier terms is applied now.
             if self._lead_term:
@@ -520,6 +525,11 @@ class Member:
             if initial is not None:
                 info = MemberInfo(cc.node_id, initial[0], list(initial[1]))
         self._require(self._node).apply_conf_change(cc)
+        if cc.type != ConfChangeType.REMOVE_NODE and cc.node_id not in self._initial_members:
+            # A member added at runtime may need a snapshot to catch up, and it
+            # refuses one whose membership does not list it: take one now, so
+            # the snapshot the leader sends always names every member it has.
+            self._snapshot_due = True
         self.membership.apply(cc, info)
         self.fsm.apply(e.index, e.term, b"")
         log.info("applied conf change %s %x at %d", cc.type.name, cc.node_id, e.index)
@@ -568,9 +578,13 @@ class Member:
             transport.set_peer(mid, urls)
 
     def _maybe_snapshot(self) -> None:
-        if self._applied - self._snapshot_index < self.config.snapshot_count:
+        if not self._snapshot_due and self._applied - self._snapshot_index < self.config.snapshot_count:
+            return
+        self._snapshot_due = False
+        if self._applied <= self._snapshot_index:
             return
         node = self._require(self._node)
+        if failpoints.ACTIVE: failpoints.hit("before-snapshot-save")  # noqa: E701 - test-only
         data = StateSnapshot(self.membership, self.fsm.snapshot()).encode()
         # Blocking disk I/O (file write, fsyncs): rare, every --snapshot-count entries.
         self._require(self._log).create_snapshot(self._applied, node.raft.conf_state(), data)

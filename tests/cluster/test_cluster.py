@@ -152,3 +152,31 @@ def test_learner_joins_existing_cluster_is_promoted_and_a_member_is_removed(
     cluster.wait_converged(last, nodes=remaining)
     members = {m["name"] for m in joiner.require_status()["members"]}
     assert members == {n.name for n in remaining}
+
+
+def test_member_added_after_the_log_was_compacted_catches_up_by_snapshot(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # The leader has snapshotted and compacted its log before the new member
+    # exists: the member can only catch up by a snapshot, and it refuses one
+    # that does not list it -- so the snapshot it gets must be newer than its
+    # addition (found by the simulator; a stall without the fix).
+    cluster = make_cluster(
+        extra_args=["--snapshot-count", "10", "--experimental-snapshot-catchup-entries", "2"]
+    )
+    leader = cluster.wait_for_leader()
+    for i in range(25):
+        last = cluster.propose(f"before-join-{i}".encode(), via=leader)
+    cluster.wait_converged(last)
+
+    joiner = cluster.add_node_spec("n4")
+    code, added = http(
+        "POST", f"{leader.metrics_url}/debug/members/add",
+        json.dumps({"name": "n4", "peer_urls": [joiner.peer_url], "is_learner": True}).encode(),
+    )
+    assert code == 200, added
+    joiner.start(cluster.initial_cluster + f",n4={joiner.peer_url}", state="existing")
+    cluster.wait_converged(last, nodes=cluster.nodes)
+    last = cluster.propose(b"after-join", via=leader)
+    state = cluster.wait_converged(last, nodes=cluster.nodes)
+    assert state["revision"] == 1 + 26
