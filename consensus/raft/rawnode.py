@@ -135,16 +135,21 @@ class RawNode:
     # -- outputs ----------------------------------------------------------------------------
     def has_ready(self) -> bool:
         r = self.raft
-        if r.soft_state() != self._prev_soft:
-            return True
-        hs = r.hard_state()
-        if not hs.is_empty() and hs != self._prev_hard:
-            return True
-        if r.raft_log.has_pending_snapshot():
-            return True
+        # Cheapest checks first; compare fields rather than building state objects
+        # (this runs after every input, in the server and the simulator alike).
         if r.msgs or r.raft_log.unstable.entries or r.read_states:
             return True
-        return r.raft_log.has_next_committed_entries()
+        soft, hard = self._prev_soft, self._prev_hard
+        if r.lead != soft.lead or r.state != soft.raft_state:
+            return True
+        log = r.raft_log
+        if (r.term != hard.term or r.vote != hard.vote or log.committed != hard.commit) and not (
+            r.term == 0 and r.vote == 0 and log.committed == 0
+        ):
+            return True
+        if log.unstable.snapshot is not None:
+            return True
+        return log.has_next_committed_entries()
 
     def ready(self) -> Ready:
         """The batch of work the application must do now (see the module docstring)."""
