@@ -1,7 +1,11 @@
-"""Websocket routes of the ASGI app (the live-updates relay and the SDK protocol add theirs here)."""
+"""Websocket routes of the ASGI app: live updates of flags and segments (``docs/websocket-protocol.md``)."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-websocket_urlpatterns: list[URLPattern | URLResolver] = []
+from flags.live.consumers import LiveConsumer
+
+websocket_urlpatterns: list[URLPattern | URLResolver] = [
+    path("ws/v1/flags/", LiveConsumer.as_asgi(), name="ws-live-flags"),
+]

@@ -138,6 +138,8 @@ FLAGSTAFF_CORE_USER = os.environ.get("FLAGSTAFF_CORE_USER") or None
 FLAGSTAFF_CORE_PASSWORD = os.environ.get("FLAGSTAFF_CORE_PASSWORD") or None
 FLAGSTAFF_CORE_TIMEOUT = float(os.environ.get("FLAGSTAFF_CORE_TIMEOUT", "5"))
 """Seconds one call to the core may take (reads are retried on other members within it)."""
+FLAGSTAFF_LIVE_HEARTBEAT_SECONDS = float(os.environ.get("FLAGSTAFF_LIVE_HEARTBEAT_SECONDS", "5"))
+"""Seconds between live-update heartbeats on each websocket subscription (``flags.live``)."""
 
 # -- Redis: the Channels layer and the Celery broker, when configured ------------------------
 
