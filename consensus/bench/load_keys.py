@@ -14,10 +14,7 @@ import asyncio
 import time
 from pathlib import Path
 
-import grpc
-
-from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
-from consensus.api.gen.etcd.etcdserverpb import rpc_pb2_grpc as pb_grpc
+from consensus.client import Client, op_put
 
 
 def resident_mib(pid: int) -> int:
@@ -32,19 +29,15 @@ async def load(endpoint: str, keys: int, value_size: int, per_txn: int, clients:
     """Put ``keys`` keys (``key/%08d``) through ``clients`` concurrent txn writers; the seconds taken."""
     value = b"v" * value_size
     next_index = 0
-    async with grpc.aio.insecure_channel(endpoint) as channel:
-        kv = pb_grpc.KVStub(channel)
+    async with Client([endpoint], timeout=60.0) as client:
 
         async def writer() -> None:
             nonlocal next_index
             while next_index < keys:
                 start = next_index
                 next_index += per_txn
-                ops = [
-                    pb.RequestOp(request_put=pb.PutRequest(key=b"key/%08d" % i, value=value))
-                    for i in range(start, min(start + per_txn, keys))
-                ]
-                await kv.Txn(pb.TxnRequest(success=ops))
+                ops = [op_put(b"key/%08d" % i, value) for i in range(start, min(start + per_txn, keys))]
+                await client.txn(success=ops)
 
         began = time.monotonic()
         await asyncio.gather(*(writer() for _ in range(clients)))
@@ -52,10 +45,8 @@ async def load(endpoint: str, keys: int, value_size: int, per_txn: int, clients:
 
 
 async def count(endpoint: str) -> int:
-    async with grpc.aio.insecure_channel(endpoint) as channel:
-        r = await pb_grpc.KVStub(channel).Range(
-            pb.RangeRequest(key=b"key/", range_end=b"key0", count_only=True)
-        )
+    async with Client([endpoint], timeout=60.0) as client:
+        r = await client.range(b"key/", b"key0", count_only=True)
         return int(r.count)
 
 

@@ -18,6 +18,7 @@ descending (etcd's result for small ranges; deterministic for all).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from itertools import islice
 
@@ -84,7 +85,7 @@ def execute_range(
         count = len(kvs)
     else:
         scan = keyspace.scan(span, revision)
-        kvs = list(islice(scan, req.limit + 1))
+        kvs = list(islice(scan, min(req.limit, sys.maxsize - 1) + 1))  # any int64 limit
         if revision is None:
             count = keyspace.count(span)
         else:

@@ -23,7 +23,7 @@ from google.protobuf.message import Message as PbMessage
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
 from consensus.mvcc import MVCCError
-from consensus.server import auth_tokens, errors
+from consensus.server import auth_tokens, errors, failpoints
 from consensus.server.etcd_state import EtcdStateMachine
 from consensus.server.internal_request import InternalRequest, Op
 
@@ -228,4 +228,5 @@ class EtcdServer:
 
     async def linearizable_barrier(self) -> None:
         """Wait until this member has applied everything committed when the call began."""
+        if failpoints.STALE_FOLLOWER_READS and self.member.leader != self.member.id: return  # noqa: E701 - injected bug (tests only)
         await self.member.read_index()

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
 from consensus.mvcc import Event, KVStore, MVCCError, PutRequest, TxnRequest
 from consensus.server import etcd_codec as codec
+from consensus.server import failpoints
 from consensus.server.auth_store import AuthStore
 from consensus.server.authorization import check_apply
 from consensus.server.internal_request import InternalRequest, Op
@@ -146,6 +147,7 @@ class EtcdStateMachine:
                 raise NoSpaceError()  # deletes still pass: they are how space is freed (etcd)
             return self.kv.txn(txn)
         if op == Op.COMPACTION:
+            if failpoints.ACTIVE: failpoints.hit("before-compact")  # noqa: E701 - test-only, one line
             creq = pb.CompactionRequest.FromString(req.body)
             self.kv.compact(creq.revision)
             return creq.revision

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from consensus.raft.storage import MemoryStorage
 from consensus.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotOutOfDateError
+from consensus.server import failpoints
 from consensus.storage.diskio import fsync_dir
 from consensus.storage.group_commit import GroupCommitter
 from consensus.storage.snapshot_store import SnapshotCorruptError, SnapshotStore
@@ -195,6 +196,7 @@ class DurableLog:
                 await asyncio.get_running_loop().run_in_executor(
                     None, self._snapshots.save, snapshot
                 )
+                if failpoints.ACTIVE: failpoints.hit("snapshot-install-saved")  # noqa: E701 - test-only
                 self._wal.save_snapshot_marker(snapshot.metadata.index, snapshot.metadata.term)
             seq = self._wal.save(hard_state, entries)
             self._update_memory(hard_state, entries, snapshot if has_snapshot else None)
@@ -213,6 +215,7 @@ class DurableLog:
         """
         snapshot = self._storage.create_snapshot(index, conf_state, data)
         self._snapshots.save(snapshot)
+        if failpoints.ACTIVE: failpoints.hit("snapshot-saved-before-marker")  # noqa: E701 - test-only
         self._wal.save_snapshot_marker(index, snapshot.metadata.term)
         self._wal.release_to(index)  # syncs the marker before deleting anything
         compact_to = index - self._catch_up_entries
