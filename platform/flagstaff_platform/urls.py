@@ -11,6 +11,7 @@ from flagstaff_platform import views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", flag_views.home, name="home"),
+    path("", include("flags.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
