@@ -1,4 +1,4 @@
-"""The log storage port the state machine reads from, and its in-memory implementation.
+"""The storage ports (log, hard state, snapshots) and their in-memory implementations.
 
 The state machine only *reads* through :class:`LogStorage`; the application
 writes to it (after persisting durably) when it processes a :class:`Ready`.
@@ -57,6 +57,45 @@ class LogStorage(Protocol):
     def snapshot(self) -> Snapshot:
         """The most recent snapshot (may raise SnapshotTemporarilyUnavailable)."""
         ...
+
+
+class HardStateStore(Protocol):
+    """The write side for the hard state: the application persists each Ready's ``hard_state``."""
+
+    def set_hard_state(self, hs: HardState) -> None:
+        ...
+
+
+class SnapshotStore(Protocol):
+    """Where application snapshots are kept: saved whole, the newest loaded back.
+
+    Implementations: :class:`MemorySnapshotStore` (tests, simulator) and
+    ``consensus.storage.snapshot_store.SnapshotStore`` (files, atomic and
+    checksummed). Invariant: ``load_latest()`` returns the snapshot with the
+    highest index saved (and not corrupt), or None when none was saved.
+    """
+
+    def save(self, snapshot: Snapshot) -> object:
+        ...
+
+    def load_latest(self) -> Snapshot | None:
+        ...
+
+
+class MemorySnapshotStore:
+    """A :class:`SnapshotStore` in memory."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[int, Snapshot] = {}
+
+    def save(self, snapshot: Snapshot) -> int:
+        self._snapshots[snapshot.metadata.index] = snapshot
+        return snapshot.metadata.index
+
+    def load_latest(self) -> Snapshot | None:
+        if not self._snapshots:
+            return None
+        return self._snapshots[max(self._snapshots)]
 
 
 def limit_size(entries: list[Entry], max_size: int | None) -> list[Entry]:
