@@ -482,10 +482,15 @@ class Raft:
                 # learns our term from this and steps down; without it, a
                 # member that pre-votes could never get elected over it.
                 self.send(Message(type=MessageType.APP_RESP, to=m.from_))
-            elif m.type == MessageType.PRE_VOTE:
+            elif m.type in (MessageType.PRE_VOTE, MessageType.VOTE):
+                # Reject with our term, so that a candidate behind us catches up
+                # on the term instead of campaigning below it forever (found by
+                # the simulator, seed 42798: without pre-vote, a lagging voter
+                # that only knows an older configuration keeps raising its term
+                # and ignored the one member that could win).
                 self.send(
                     Message(
-                        type=MessageType.PRE_VOTE_RESP, to=m.from_, term=self.term, reject=True
+                        type=vote_response_type(m.type), to=m.from_, term=self.term, reject=True
                     )
                 )
             return
