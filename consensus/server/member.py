@@ -454,7 +454,21 @@ class Member:
         except ProposalDropped as exc:
             log.debug("dropped a proposal forwarded by %x: %s", m.from_, exc)
         except RaftError as exc:
-            log.warning("could not step %s from %x: %s", m.type.name, m.from_, exc)
+            # The Raft core refuses a message only when this member's durable
+            # state contradicts what the cluster committed (a WAL that lost
+            # acknowledged entries, say): serving on would be unsafe. Stop
+            # loudly, as etcd panics ("was the raft log corrupted, truncated,
+            # or lost?").
+            log.error(
+                "stepping %s from %x: %s -- this member's log contradicts the cluster's "
+                "(corrupted, truncated or lost?); stopping. Restore it from a snapshot, or "
+                "remove it and add it back with an empty data dir.",
+                m.type.name, m.from_, exc,
+            )
+            if self._exit_code == 0:
+                self._exit_code = 1
+                self._spawn(self._shutdown())
+            return
         except Exception:
             # A malformed message from a peer must not take the transport down.
             log.exception("stepping %s from %x failed", m.type.name, m.from_)
