@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.etcd_process import etcd_available
 from tests.robustness.cluster import tmpfs_available
 from tests.robustness.profiles import (
     ci_etcd,
@@ -64,6 +63,5 @@ def test_injected_stale_follower_reads_are_caught(run: Runner) -> None:
     result.saved.unlink()  # an expected failure: do not leave it for a person to investigate
 
 
-@pytest.mark.skipif(not etcd_available(), reason="etcd is not installed")
 def test_the_checkers_find_nothing_wrong_with_real_etcd(run: Runner) -> None:
     assert_clean(run(ci_etcd()))
