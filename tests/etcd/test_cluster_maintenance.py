@@ -242,7 +242,7 @@ def _membership_errors(endpoints: str, other_peer_url: str) -> list[str]:
     voter_id = next(m["ID"] for m in voter if not m.get("isLearner"))
     seen.append(_error(etcdctl(endpoints, "member", "promote", f"{voter_id:x}")))
     removed = ok(endpoints, "member", "remove", learner)
-    seen.append(re.sub(r"Member \S+ removed from cluster \S+", "Member <id> removed", removed.strip()))
+    seen.append(re.sub(r"Member \S+ removed from cluster\s+\S+", "Member <id> removed", removed.strip()))
     seen.append(ok(endpoints, "alarm", "list"))
     return seen
 

@@ -356,9 +356,11 @@ def test_watchers_resync_after_their_member_installs_a_snapshot(
         follower.proc.send_signal(19)  # SIGSTOP: it falls behind, the others compact their logs
         # Raft keeps at most 256 appends in flight to the stopped follower; past those, the
         # others' snapshots (every 20 entries, 2 kept behind) leave it only a snapshot to catch
-        # up from. One append per put: writers that wait for each put.
+        # up from. One append per put: one writer that waits for each put (concurrent
+        # puts would be batched into fewer appends by the member).
         try:
-            in_parallel(3, lambda w: [put(stub, b"/snap/%d" % w) for _ in range(110)])
+            for i in range(330):
+                put(stub, b"/snap/%d" % (i % 3))
         finally:
             follower.proc.send_signal(18)  # SIGCONT
         last = put(stub, b"/snap/end")
