@@ -8,6 +8,7 @@ cluster size, traffic mix knobs and the fault schedule are drawn from
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from consensus.server.failpoints import SITES
 from tests.robustness.faults import CORRUPTION_MODES, FaultSpec
@@ -105,8 +106,10 @@ def random_fault(rng: random.Random, size: int, at: float, tmpfs_member: str | N
     if kind == "failpoint":
         site = rng.choice(sorted(SITES))
         rare = "snapshot" in site or "compact" in site  # hit every few seconds, not per entry
-        return FaultSpec("failpoint", at, target, 6 if rare else 4,
-                         {"site": site, "nth": rng.randint(1, 2) if rare else rng.randint(1, 60)})
+        params: dict[str, Any] = {"site": site, "nth": rng.randint(1, 2) if rare else rng.randint(1, 60)}
+        if site == "snapshot-install-saved":
+            params["down"] = 3.0  # long enough to fall behind the leader's log: it must send a snapshot
+        return FaultSpec("failpoint", at, target, 6 if rare else 4, params)
     if kind == "combo":
         degrade = random_fault(rng, size, 0.0, None)
         while degrade.fault not in ("latency", "loss", "partition", "pause"):

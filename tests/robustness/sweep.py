@@ -28,7 +28,7 @@ from typing import Any
 
 from tests.cluster.harness import ProcessRegistry
 from tests.robustness.cluster import Mounts, tmpfs_available
-from tests.robustness.faults import FLAGSTAFF_ONLY
+from tests.robustness.faults import FLAGSTAFF_ONLY, FaultSpec
 from tests.robustness.profiles import sweep_scenario
 from tests.robustness.scenario import VAR_DIR, RunResult, run_scenario
 
@@ -39,8 +39,16 @@ def run_one(seed: int, duration: float, target: str, workroot: Path, can_mount: 
     scenario.target = target
     if target == "etcd":
         scenario.traffic["request_progress"] = False  # etcd-io/etcd#15220 in etcd 3.4.23 (see profiles.ci_etcd)
-        scenario.schedule = [f for f in scenario.schedule if f.fault not in FLAGSTAFF_ONLY | {"replace", "combo"}]
+        # What etcd cannot get (no peer proxy, no failpoints) becomes a kill or a pause of the same target.
+        scenario.schedule = [
+            f if f.fault not in FLAGSTAFF_ONLY | {"replace", "combo"}
+            else FaultSpec("kill" if i % 2 else "pause", f.at, "follower" if f.target not in ("leader", "all") else f.target,
+                           min(f.hold, 3.0))
+            for i, f in enumerate(scenario.schedule)
+        ]
         scenario.size = 3
+        scenario.tmpfs_mb = {}
+        scenario.name = "sweep-etcd-3m"
     if not can_mount:
         scenario.schedule = [f for f in scenario.schedule if f.fault != "disk_full"]
         scenario.tmpfs_mb = {}
