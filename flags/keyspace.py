@@ -8,6 +8,11 @@ key                                         value (JSON unless noted)
 ``/flags/<project>/<environment>/<flag>``   flag document (``flags.engine`` schema)
 ``/segments/<project>/<environment>/<seg>`` segment document (``flags.engine`` schema)
 ``/config/<path>``                          any value (bytes; UTF-8 text in the API)
+``/schedules/<p>/<env>/<flag>/<id>``        a scheduled change or progressive rollout
+``/webhooks/subscriptions/<id>``            a webhook subscription (url, prefixes, secret)
+``/webhooks/cursor``                        the last core revision turned into deliveries
+``/webhooks/deliveries/<id>/<delivery>``    one delivery: payload, attempts, outcome
+``/evaluations/<p>/<env>/<flag>``           SDK-reported evaluation counts (stale flags)
 ==========================================  ==========================================
 
 Projects and environments sit outside ``/flags/`` so that every key under
@@ -30,6 +35,12 @@ ENVIRONMENTS = "/environments/"
 FLAGS = "/flags/"
 SEGMENTS = "/segments/"
 CONFIG = "/config/"
+SCHEDULES = "/schedules/"
+WEBHOOKS = "/webhooks/"
+WEBHOOK_SUBSCRIPTIONS = "/webhooks/subscriptions/"
+WEBHOOK_CURSOR = "/webhooks/cursor"
+WEBHOOK_DELIVERIES = "/webhooks/deliveries/"
+EVALUATIONS = "/evaluations/"
 
 CONFIG_SEGMENT_PATTERN = re.compile(r"[A-Za-z0-9._:@=+~-]{1,128}", re.ASCII)
 """One segment of a config path (``fullmatch``); segments are joined by ``/``."""
@@ -77,6 +88,35 @@ def segments_prefix(project: str, environment: str) -> str:
 
 def segment_key(project: str, environment: str, segment: str) -> str:
     return f"{SEGMENTS}{project}/{environment}/{segment}"
+
+
+def flag_schedules_prefix(project: str, environment: str, flag: str) -> str:
+    """Every schedule (scheduled change, progressive rollout) of one flag in one environment."""
+    return f"{SCHEDULES}{project}/{environment}/{flag}/"
+
+
+def schedule_key(project: str, environment: str, flag: str, schedule: str) -> str:
+    return f"{SCHEDULES}{project}/{environment}/{flag}/{schedule}"
+
+
+def webhook_key(subscription: str) -> str:
+    return f"{WEBHOOK_SUBSCRIPTIONS}{subscription}"
+
+
+def webhook_deliveries_prefix(subscription: str) -> str:
+    return f"{WEBHOOK_DELIVERIES}{subscription}/"
+
+
+def webhook_delivery_key(subscription: str, delivery: str) -> str:
+    return f"{WEBHOOK_DELIVERIES}{subscription}/{delivery}"
+
+
+def evaluations_prefix(project: str, environment: str) -> str:
+    return f"{EVALUATIONS}{project}/{environment}/"
+
+
+def evaluation_key(project: str, environment: str, flag: str) -> str:
+    return f"{EVALUATIONS}{project}/{environment}/{flag}"
 
 
 def config_key(path: str) -> str:
