@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "guardian",
     "flagstaff_platform",
     "flags",
+    "discovery",
 ]
 
 MIDDLEWARE = [
