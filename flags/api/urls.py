@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authtoken.views import obtain_auth_token
 
-from flags.api import views
+from flags.api import schedules, tokens, views
 
 
 class KeyConverter:
@@ -28,7 +27,9 @@ E = f"{P}/environments/<key:environment>"
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", tokens.PasswordExchangeView.as_view(), name="api-token"),
+    path("tokens/", tokens.TokenListView.as_view(), name="api-tokens"),
+    path("tokens/<int:token_id>/", tokens.TokenDetailView.as_view(), name="api-token-detail"),
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
     path(f"{P}/", views.ProjectDetailView.as_view(), name="api-project"),
     path(f"{P}/environments/", views.EnvironmentListView.as_view(), name="api-environments"),
@@ -41,6 +42,15 @@ urlpatterns = [
     path(f"{E}/flags/<key:flag>/toggle/", views.ToggleView.as_view(), name="api-flag-toggle"),
     path(f"{E}/flags/<key:flag>/rollout/", views.RolloutView.as_view(), name="api-flag-rollout"),
     path(f"{E}/flags/<key:flag>/evaluate/", views.EvaluateView.as_view(), name="api-flag-evaluate"),
+    path(f"{E}/flags/<key:flag>/rules/reorder/", views.ReorderRulesView.as_view(),
+         name="api-flag-rules-reorder"),
+    path(f"{E}/flags/<key:flag>/history/", views.FlagHistoryView.as_view(), name="api-flag-history"),
+    path(f"{E}/flags/<key:flag>/schedules/", schedules.ScheduleListView.as_view(),
+         name="api-schedules"),
+    path(f"{E}/flags/<key:flag>/schedules/<key:schedule>/", schedules.ScheduleDetailView.as_view(),
+         name="api-schedule"),
+    path(f"{E}/flags/<key:flag>/schedules/<key:schedule>/<key:action>/",
+         schedules.ScheduleSteerView.as_view(), name="api-schedule-steer"),
     path(f"{E}/segments/", views.SegmentListView.as_view(), name="api-segments"),
     path(f"{E}/segments/<key:segment>/", views.SegmentDetailView.as_view(), name="api-segment"),
     path("config/", views.ConfigListView.as_view(), name="api-config"),
