@@ -20,6 +20,7 @@ from typing import Any
 from flags import keyspace
 from flags.core import core
 from flags.exceptions import AccessDenied, NotFound
+from flags.history import DEFAULT_LIMIT, History, read_history
 from flags.permissions import Perm, has_permission
 from flags.records import ConfigEntry, Environment, FlagOverview, FlagState, Project, Segment
 
@@ -116,6 +117,15 @@ def access_flag(
     if entry is None:
         raise NotFound(missing)
     return FlagState.from_entry(entry)
+
+
+def access_flag_history(
+    user: Any, project: str, environment: str, flag: str, *,
+    before: int | None = None, limit: int = DEFAULT_LIMIT,
+) -> History:
+    """The flag's past versions in one environment, newest first (see ``flags.history``)."""
+    state = access_flag(user, project, environment, flag)
+    return read_history(state.core_key, before=before, limit=limit)
 
 
 def access_flag_overview(user: Any, project: str, flag: str, *, perm: Perm = Perm.READ) -> FlagOverview:

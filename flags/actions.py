@@ -15,8 +15,10 @@ record the action starts from) and pass the loaded record in.
 
 Platform-owned fields of a flag document: ``key`` (the path's), ``salt`` (set
 at creation, kept unless an update sends one), ``created_at`` (kept),
-``updated_at`` (now) and ``version`` (one more than the stored one on every
-change of that environment's document).
+``updated_at`` (now), ``updated_by`` (the actor's principal: ``user:alice``,
+``system:scheduler``; whatever the caller sent is replaced) and ``version``
+(one more than the stored one on every change of that environment's document).
+Segment documents carry the same fields (but no salt).
 """
 
 from __future__ import annotations
@@ -98,10 +100,11 @@ def _next_version(document: dict[str, Any]) -> int:
     return version + 1 if isinstance(version, int) and not isinstance(version, bool) else 1
 
 
-def _stamped(document: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
-    """``document`` with the platform-owned fields set for a write on top of ``base``."""
+def _stamped(document: dict[str, Any], base: dict[str, Any] | None, actor: Actor) -> dict[str, Any]:
+    """``document`` with the platform-owned fields set for ``actor``'s write on top of ``base``."""
     now = now_iso()
     doc = dict(document)
+    doc["updated_by"] = actor.principal
     if base is None:
         doc.setdefault("salt", new_salt())
         doc["created_at"] = now
@@ -159,12 +162,12 @@ def do_create_project(
         seen.add(str(env.get("key")))
     check(problems)
     now = now_iso()
-    project = Project(key, name, description, now, now)
+    project = Project(key, name, description, now, now, updated_by=actor.principal)
     puts = {keyspace.project_key(key): encode_json(project.to_document())}
     envs = []
     for env in environments:
         record = Environment(key, env["key"], env.get("name", env["key"]),
-                             env.get("description", ""), now, now)
+                             env.get("description", ""), now, now, updated_by=actor.principal)
         envs.append(record)
         puts[keyspace.environment_key(key, record.key)] = encode_json(record.to_document())
     prefix = keyspace.environments_prefix(key)
@@ -184,7 +187,7 @@ def do_create_project(
         raise AlreadyExists(f"environments of an earlier project {key!r} are still in the core; "
                             "delete them first", field="key")
     revision = int(response.header.revision)
-    return Project(key, name, description, now, now, revision)
+    return Project(key, name, description, now, now, revision, actor.principal)
 
 
 def do_update_project(
@@ -200,7 +203,8 @@ def do_update_project(
     new_description = project.description if description is None else description
     check_record_fields(project.key, new_name, new_description)
     expected = project.revision if expected_revision is None else expected_revision
-    updated = Project(project.key, new_name, new_description, project.created_at, now_iso())
+    updated = Project(project.key, new_name, new_description, project.created_at, now_iso(),
+                      updated_by=actor.principal)
     key = keyspace.project_key(project.key)
     value = encode_json(updated.to_document())
     response = core().commit(
@@ -214,7 +218,7 @@ def do_update_project(
         raise Conflict("the project was changed by someone else; reload",
                        current=Project.from_entry(current).to_document(), revision=current.revision)
     return Project(project.key, new_name, new_description, project.created_at,
-                   updated.updated_at, int(response.header.revision))
+                   updated.updated_at, int(response.header.revision), actor.principal)
 
 
 def do_delete_project(project: Project, *, actor: Actor) -> None:
@@ -259,7 +263,7 @@ def do_create_environment(
         raise InvalidInput(f"no environment {copy_from!r} in project {project.key!r}", field="copy_from")
     source = copy_from if copy_from is not None else (envs[0] if envs else None)
     now = now_iso()
-    env = Environment(project.key, key, name, description, now, now)
+    env = Environment(project.key, key, name, description, now, now, updated_by=actor.principal)
     env_key = keyspace.environment_key(project.key, key)
     value = encode_json(env.to_document())
     flags_prefix = keyspace.flags_prefix(project.key, key)
@@ -283,7 +287,7 @@ def do_create_environment(
     revision = int(response.header.revision)
     if source is not None:
         _copy_environment_contents(project.key, source, key, actor)
-    return Environment(project.key, key, name, description, now, now, revision)
+    return Environment(project.key, key, name, description, now, now, revision, actor.principal)
 
 
 def _copy_environment_contents(project: str, source: str, target: str, actor: Actor) -> None:
@@ -304,7 +308,7 @@ def _copy_environment_contents(project: str, source: str, target: str, actor: Ac
             if not isinstance(document, dict):
                 continue
             now = now_iso()
-            document.update(created_at=now, updated_at=now, version=1)
+            document.update(created_at=now, updated_at=now, version=1, updated_by=actor.principal)
             if prefix.startswith(keyspace.FLAGS):
                 document["on"] = False
             destination = target_prefix + name
@@ -345,7 +349,7 @@ def do_create_flag(project: Project, document: Any, *, actor: Actor) -> list[Fla
     document = _as_document(document)
     check([("document.key", key_problem(document.get("key")))])
     flag = document["key"]
-    document = _stamped(document, None)
+    document = _stamped(document, None, actor)
     check_flag_document(document, key=flag)
     value = encode_json(document)
     for _ in range(CAS_ATTEMPTS):
@@ -426,7 +430,7 @@ def _change_flag(
         new = change(copy.deepcopy(state.document))
         if new is None:
             return state
-        document = _stamped(new, state.document)
+        document = _stamped(new, state.document, actor)
         check_flag_document(document, key=state.key, field=field)
         written, current = _commit_flag(state, document, state.revision, actor)
         if written is not None:
@@ -451,8 +455,44 @@ def do_update_flag(
         raise InvalidInput("must be the revision the document was loaded at", field="expected_revision")
     document.setdefault("key", state.key)
     # Validate before looking at the revision: an invalid draft is reported as such.
-    check_flag_document(_stamped(document, state.document), key=state.key)
+    check_flag_document(_stamped(document, state.document, actor), key=state.key)
     return _change_flag(state, lambda _: document, expected_revision=expected_revision, actor=actor)
+
+
+def do_reorder_rules(
+    state: FlagState, order: object, *, expected_revision: int, actor: Actor
+) -> FlagState:
+    """Put the flag's targeting rules (one environment) in ``order``: a list of every rule id.
+
+    Rules are evaluated in list order, so this changes which rule wins. The
+    save is pinned to ``expected_revision`` like the editor's: when someone
+    else changed the flag since it was loaded, FlagConflict carries their
+    document (their rules may differ, so the order is not re-applied blindly).
+    """
+    if not isinstance(expected_revision, int) or isinstance(expected_revision, bool):
+        raise InvalidInput("must be the revision the rules were loaded at", field="expected_revision")
+    if not isinstance(order, list) or not all(isinstance(i, str) for i in order):
+        raise InvalidInput("must be a list of rule ids", field="order")
+    if expected_revision != state.revision:
+        raise _flag_conflict(state, core().get(state.core_key))
+    rules = state.document.get("rules")
+    rules = rules if isinstance(rules, list) else []
+    ids = [r.get("id") if isinstance(r, dict) else None for r in rules]
+    if len(set(order)) != len(order):
+        raise InvalidInput("names a rule twice", field="order")
+    if sorted(order) != sorted(i for i in ids if isinstance(i, str)) or None in ids:
+        raise InvalidInput(
+            f"must name each of the flag's {len(ids)} rules exactly once "
+            f"(it has {', '.join(repr(i) for i in ids) or 'none'})", field="order")
+    by_id = {r["id"]: r for r in rules}
+
+    def reorder(doc: dict[str, Any]) -> dict[str, Any] | None:
+        if ids == order:
+            return None
+        doc["rules"] = [copy.deepcopy(by_id[i]) for i in order]
+        return doc
+
+    return _change_flag(state, reorder, expected_revision=expected_revision, actor=actor)
 
 
 def do_toggle_flag(
@@ -548,7 +588,7 @@ def do_kill_switch(project: str, flag: str, *, actor: Actor) -> list[FlagState]:
         changed = []
         for s in states:
             if s.on:
-                document = _stamped(dict(s.document, on=False), s.document)
+                document = _stamped(dict(s.document, on=False), s.document, actor)
                 changed.append(FlagState(s.project, s.environment, s.key, document, 0))
         if not changed:
             return []
@@ -592,7 +632,7 @@ def do_copy_flag_settings(
         document = copy.deepcopy(source.document)  # the source's salt too: same buckets
         if not include_on:
             document["on"] = target.on
-        document = _stamped(document, target.document)
+        document = _stamped(document, target.document, actor)
         check_flag_document(document, key=target.key, field="from")
         value = encode_json(document)
         response = core().commit(
@@ -649,7 +689,8 @@ def do_create_segment(environment: Environment, document: Any, *, actor: Actor) 
     check([("document.key", key_problem(document.get("key")))])
     key = document["key"]
     now = now_iso()
-    document = dict(document, created_at=now, updated_at=now, version=1)
+    document = dict(document, created_at=now, updated_at=now, version=1,
+                    updated_by=actor.principal)
     check_segment_document(document, key=key)
     core_key = keyspace.segment_key(environment.project, environment.key, key)
     value = encode_json(document)
@@ -677,6 +718,7 @@ def do_update_segment(
         created_at=base.get("created_at") if isinstance(base.get("created_at"), str) else now_iso(),
         updated_at=now_iso(),
         version=_next_version(base),
+        updated_by=actor.principal,
     )
     check_segment_document(document, key=segment.key)
     core_key = keyspace.segment_key(segment.project, segment.environment, segment.key)

@@ -45,6 +45,8 @@ class Project:
     created_at: str
     updated_at: str
     revision: int = 0
+    updated_by: str = ""
+    """Who made the last change (``user:<name>``, ``system:<component>``); "" if unknown."""
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class Project:
             "description": self.description,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "updated_by": self.updated_by or None,
         }
 
     @classmethod
@@ -65,6 +68,7 @@ class Project:
             created_at=_text(doc.get("created_at")),
             updated_at=_text(doc.get("updated_at")),
             revision=entry.revision,
+            updated_by=_text(doc.get("updated_by")),
         )
 
 
@@ -79,6 +83,8 @@ class Environment:
     created_at: str
     updated_at: str
     revision: int = 0
+    updated_by: str = ""
+    """Who made the last change (``user:<name>``, ``system:<component>``); "" if unknown."""
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -87,6 +93,7 @@ class Environment:
             "description": self.description,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "updated_by": self.updated_by or None,
         }
 
     @classmethod
@@ -101,6 +108,7 @@ class Environment:
             created_at=_text(doc.get("created_at")),
             updated_at=_text(doc.get("updated_at")),
             revision=entry.revision,
+            updated_by=_text(doc.get("updated_by")),
         )
 
 

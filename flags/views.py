@@ -35,7 +35,7 @@ from flags.exceptions import FieldError, FlagConflict, FlagstaffError, InvalidIn
 from flags.permissions import Perm
 from flags.records import FlagOverview, FlagState
 
-PLATFORM_FIELDS = ("salt", "created_at", "updated_at", "version")
+PLATFORM_FIELDS = ("salt", "created_at", "updated_at", "version", "updated_by")
 """Document fields the platform sets: not part of what the conflict view compares."""
 MAX_CONTEXT_CHARS = 64 * 1024
 

@@ -40,6 +40,7 @@ class ProjectSerializer(serializers.Serializer):
     description = serializers.CharField()
     created_at = serializers.CharField()
     updated_at = serializers.CharField()
+    updated_by = serializers.CharField(help_text="Who made the last change (user:<name>); may be empty.")
     revision = serializers.IntegerField(help_text="The core mod_revision of the project record.")
 
 
@@ -50,6 +51,7 @@ class EnvironmentSerializer(serializers.Serializer):
     description = serializers.CharField()
     created_at = serializers.CharField()
     updated_at = serializers.CharField()
+    updated_by = serializers.CharField(help_text="Who made the last change (user:<name>); may be empty.")
     revision = serializers.IntegerField()
 
 
@@ -68,17 +70,20 @@ class FlagEnvironmentSummarySerializer(serializers.Serializer):
     revision = serializers.IntegerField()
     version = serializers.IntegerField(allow_null=True)
     updated_at = serializers.CharField(allow_null=True)
+    updated_by = serializers.CharField(allow_null=True, help_text="Who made the last change.")
 
 
 def flag_summary(state: FlagState) -> dict[str, Any]:
     doc = state.document
     version = doc.get("version")
     updated = doc.get("updated_at")
+    updated_by = doc.get("updated_by")
     return {
         "on": state.on,
         "revision": state.revision,
         "version": version if isinstance(version, int) else None,
         "updated_at": updated if isinstance(updated, str) else None,
+        "updated_by": updated_by if isinstance(updated_by, str) else None,
     }
 
 
@@ -159,6 +164,37 @@ class ConflictSerializer(ErrorSerializer):
     current = ConflictCurrentSerializer()
 
 
+class ChangeSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="The field, e.g. rules[id=beta].clauses[0].values "
+                                           "(empty: the whole document).")
+    op = serializers.ChoiceField(choices=["added", "removed", "changed", "reordered"])
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+
+
+class VersionSerializer(serializers.Serializer):
+    revision = serializers.IntegerField(help_text="The core mod_revision that wrote this version.")
+    version = serializers.IntegerField(help_text="The core's version counter of the key.")
+    document = serializers.JSONField(allow_null=True)
+    updated_by = serializers.CharField(help_text="Who wrote it (the document's updated_by).")
+    updated_at = serializers.CharField()
+    previous = serializers.ChoiceField(
+        choices=["shown", "created", "compacted", "next_page"],
+        help_text="What 'changes' compares with: the next older version (shown or on the next "
+                  "page), nothing (this version created the flag), or nothing because the older "
+                  "version was compacted away.")
+    changes = ChangeSerializer(many=True)
+
+
+class HistorySerializer(serializers.Serializer):
+    key = serializers.CharField()
+    versions = VersionSerializer(many=True)
+    next_before = serializers.IntegerField(
+        allow_null=True, help_text="Pass as ?before= for the next (older) page; null: no more.")
+    compacted = serializers.BooleanField(
+        help_text="Older versions existed but the core compacted them away.")
+
+
 class EvaluationSerializer(serializers.Serializer):
     value = serializers.JSONField()
     variation = serializers.IntegerField(allow_null=True)
@@ -224,6 +260,13 @@ class RolloutSerializer(serializers.Serializer):
         required=False, default=None,
         help_text="[{variation, weight}] with weights in 0.001% units adding up to 100000.")
     expected_revision = _revision(required=False, allow_null=True, default=None)
+    reason = ReasonField()
+
+
+class ReorderRulesSerializer(serializers.Serializer):
+    order = serializers.ListField(child=_text(), allow_empty=True,
+                                  help_text="Every rule id of the flag, in the new order.")
+    expected_revision = _revision(help_text="The revision the rules were loaded at.")
     reason = ReasonField()
 
 

@@ -22,6 +22,7 @@ from flags.api import serializers as s
 from flags.core import Actor
 from flags.engine import compile_flag
 from flags.exceptions import FieldError, InvalidInput
+from flags.history import DEFAULT_LIMIT, MAX_LIMIT
 from flags.keyspace import config_path_problem
 from flags.permissions import Perm
 from flags.records import FlagOverview
@@ -255,6 +256,54 @@ class RolloutView(APIView):
             expected_revision=data["expected_revision"], actor=_actor(request, data),
         )
         return Response(s.FlagStateSerializer(updated).data)
+
+
+class ReorderRulesView(APIView):
+    @extend_schema(request=s.ReorderRulesSerializer, responses={200: s.FlagStateSerializer, **CONFLICT},
+                   description="Put the targeting rules in a new order (every rule id once), if the "
+                               "flag is still at expected_revision; 409 with the current document "
+                               "otherwise.")
+    def post(self, request: Request, project: str, environment: str, flag: str) -> Response:
+        data = _body(s.ReorderRulesSerializer, request)
+        state = access.access_flag(request.user, project, environment, flag, perm=Perm.WRITE)
+        updated = actions.do_reorder_rules(
+            state, data["order"], expected_revision=data["expected_revision"],
+            actor=_actor(request, data),
+        )
+        return Response(s.FlagStateSerializer(updated).data)
+
+
+class FlagHistoryView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("before", OpenApiTypes.INT,
+                             description="Only versions written before this revision (paging)."),
+            OpenApiParameter("limit", OpenApiTypes.INT,
+                             description=f"Versions per page (default {DEFAULT_LIMIT}, "
+                                         f"at most {MAX_LIMIT})."),
+        ],
+        responses={200: s.HistorySerializer, **ERRORS},
+        description="The flag's past versions in this environment, newest first, each with the "
+                    "changes from the version before it (from the core's history, until "
+                    "compaction).",
+    )
+    def get(self, request: Request, project: str, environment: str, flag: str) -> Response:
+        before = _query_int(request, "before", minimum=1)
+        limit = _query_int(request, "limit", minimum=1)
+        history = access.access_flag_history(
+            request.user, project, environment, flag, before=before,
+            limit=DEFAULT_LIMIT if limit is None else min(limit, MAX_LIMIT),
+        )
+        return Response(history.to_json())
+
+
+def _query_int(request: Request, name: str, *, minimum: int = 0) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or int(raw) < minimum:
+        raise InvalidInput(f"must be an integer of at least {minimum}", field=name)
+    return int(raw)
 
 
 class EvaluateView(APIView):

@@ -28,6 +28,8 @@ MAX_DESCRIPTION_LENGTH = 8192
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 64
 MAX_OWNER_LENGTH = 256
+MAX_ACTOR_LENGTH = 256
+"""``updated_by``: the platform's actor string (``user:<name>``, ``system:<component>``)."""
 MAX_RULE_ID_LENGTH = 128
 MAX_ATTRIBUTE_LENGTH = 256
 MAX_CONTEXT_KEY_LENGTH = 1024
@@ -79,12 +81,12 @@ class Operator(StrEnum):
 FLAG_FIELDS = frozenset({
     "key", "name", "description", "kind", "variations", "on", "off_variation",
     "targets", "rules", "fallthrough", "salt", "tags", "owner", "temporary",
-    "created_at", "updated_at", "version",
+    "created_at", "updated_at", "version", "updated_by",
 })
 FLAG_REQUIRED = ("key", "kind", "variations", "on", "fallthrough")
 SEGMENT_FIELDS = frozenset({
     "key", "name", "description", "included", "excluded", "rules", "tags",
-    "created_at", "updated_at", "version",
+    "created_at", "updated_at", "version", "updated_by",
 })
 SEGMENT_REQUIRED = ("key",)
 TARGET_FIELDS = frozenset({"variation", "values"})
@@ -170,6 +172,7 @@ class FlagDocument(TypedDict):
     created_at: NotRequired[str | None]
     updated_at: NotRequired[str | None]
     version: NotRequired[int]
+    updated_by: NotRequired[str | None]
 
 
 class SegmentRule(TypedDict):
@@ -193,6 +196,7 @@ class SegmentDocument(TypedDict):
     created_at: NotRequired[str | None]
     updated_at: NotRequired[str | None]
     version: NotRequired[int]
+    updated_by: NotRequired[str | None]
 
 
 def new_salt() -> str:

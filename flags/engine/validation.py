@@ -25,6 +25,7 @@ from flags.engine.document import (
     FLAG_FIELDS,
     FLAG_REQUIRED,
     KEY_PATTERN,
+    MAX_ACTOR_LENGTH,
     MAX_CLAUSES,
     MAX_CONTEXT_KEY_LENGTH,
     MAX_DEPTH,
@@ -537,6 +538,8 @@ class _Checker:
                 self.timestamp(doc[name], name)
         if "version" in doc:
             self.version(doc["version"], "version")
+        if "updated_by" in doc:
+            self.text(doc["updated_by"], "updated_by", MAX_ACTOR_LENGTH, nullable=True)
 
     def flag(self, doc: Mapping[str, Any]) -> None:
         self.unknown_fields(doc, FLAG_FIELDS, "")
