@@ -1,4 +1,4 @@
-"""Celery tasks of the flags app (scheduled rollouts and webhooks will live here)."""
+"""Celery tasks of the flags app: core health, scheduled changes and rollouts, webhooks, backups."""
 
 from __future__ import annotations
 
@@ -24,3 +24,12 @@ def check_core_health() -> dict[str, Any]:
     result = {"ok": True, "revision": int(status.header.revision), "leader": int(status.leader)}
     logger.info("core health: %s", result)
     return result
+
+
+@shared_task(name="flags.tasks.run_schedules")
+def run_schedules(prefix: str = "/schedules/") -> list[str]:
+    """Carry out the due scheduled changes and rollout steps (beat ticks this); what each did."""
+    from flags.schedules import run_due_schedules
+
+    return [f"{o.schedule.core_key if o.schedule else '?'}: {o.what}"
+            for o in run_due_schedules(prefix=prefix)]
