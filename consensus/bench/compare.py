@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=2, help="A B rounds per workload (default 2)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run (default 8)")
-    parser.add_argument("--check-perf", default="s,m", help="etcdctl check perf loads ('' for none)")
+    parser.add_argument("--check-perf", default="s,m,l", help="etcdctl check perf loads ('' for none)")
     parser.add_argument("--only", default="", help="comma-separated workload keys: "
                         + ",".join(w.key for w in WORKLOADS))
     parser.add_argument("--dir", default="", help="data directory (default: a fresh temp dir under var/bench)")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as PbMessage
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
@@ -26,6 +28,7 @@ from consensus.mvcc import MVCCError
 from consensus.server import auth_tokens, errors, failpoints
 from consensus.server.etcd_state import EtcdStateMachine
 from consensus.server.internal_request import InternalRequest, Op
+from consensus.server.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +95,75 @@ def supported_by_learner(request: PbMessage) -> bool:
     return isinstance(request, pb.StatusRequest)
 
 
+class UndecodableRequest:
+    """A unary request whose bytes are not a valid message of the method's type.
+
+    grpc.aio answers a failing request deserializer with ``UNKNOWN``
+    ("Unexpected <class 'DecodeError'>"); etcd (Go gRPC) answers ``INTERNAL``
+    ("grpc: error unmarshalling request: ..."). So :meth:`EtcdServer.add_service`
+    makes unary deserializers return this instead of raising, and :func:`unary`
+    refuses it with etcd's code before the handler runs.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def run(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except DecodeError as exc:
+            return UndecodableRequest(str(exc))
+
+    return run
+
+
+def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` with its request deserializer made tolerant, if it is a unary-unary one."""
+    if handler.request_streaming or handler.response_streaming or handler.request_deserializer is None:
+        return handler
+    replace: Any = handler._replace  # RpcMethodHandler is a namedtuple
+    wrapped: grpc.RpcMethodHandler = replace(request_deserializer=_tolerant(handler.request_deserializer))
+    return wrapped
+
+
+class _UnaryDecodeErrorsAsInternal(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
+    """Wraps a generated service's handler so that undecodable unary requests reach :func:`unary`."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        return None if handler is None else _tolerant_handler(handler)
+
+
+class _Registrar:
+    """The slice of a grpc.aio server a generated ``add_*Servicer_to_server`` function uses."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_UnaryDecodeErrorsAsInternal(h) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: _tolerant_handler(h) for name, h in handlers.items()}
+        )
+
+
 def unary(handler: Handler[_Req, _Resp]) -> Handler[_Req, _Resp]:
     """Decorate a unary service method: map errors to etcd's status codes and messages."""
 
     @functools.wraps(handler)
     async def wrapped(self: Any, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
+        received: object = request  # _tolerant may have put an UndecodableRequest here
+        if isinstance(received, UndecodableRequest):
+            await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {received.error}")
         try:
             server: EtcdServer | None = getattr(self, "s", None)
             if server is not None and server.member.is_learner and not supported_by_learner(request):
@@ -160,17 +227,27 @@ class EtcdServer:
         """Awaited in order before every proposal (the space quota); raising refuses the request."""
 
     # -- wiring ---------------------------------------------------------------------------
-    def add_service(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
-        """Register a servicer with its generated ``add_*Servicer_to_server`` function."""
-        register(servicer, self.server)
+    def add_service(self, register: Callable[[Any, Any], None], servicer: Any) -> None:
+        """Register a servicer with its generated ``add_*Servicer_to_server`` function.
 
-    async def start(self, client_urls: list[str]) -> None:
+        Unary requests that do not decode are answered ``INTERNAL`` as etcd does (see
+        :class:`UndecodableRequest`).
+        """
+        register(servicer, _Registrar(self.server))
+
+    async def start(self, client_urls: list[str], tls: TlsFiles | None = None) -> None:
+        """Listen on every client URL: ``https://`` ones with ``tls`` (``--cert-file`` ...)."""
         for url in client_urls:
             parts = urlsplit(url)
             host = parts.hostname or "127.0.0.1"
             port = parts.port or 2379
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            bound = self.server.add_insecure_port(address)
+            if parts.scheme == "https":
+                if tls is None or not tls.enabled:
+                    raise OSError(f"{url} is https but no --cert-file/--key-file is configured")
+                bound = self.server.add_secure_port(address, tls.grpc_server_credentials())
+            else:
+                bound = self.server.add_insecure_port(address)
             if bound == 0:
                 raise OSError(f"cannot listen for clients on {url}")
         await self.server.start()
@@ -204,7 +281,9 @@ class EtcdServer:
         """Replicate ``request``; returns apply's result (raising a refusal as an error).
 
         ``request`` may be an already encoded body (auth entries); those skip ``propose_checks``.
-        The entry's principal is the caller's authenticated user (its token is verified here).
+        The entry's principal is the caller's authenticated user (its token is verified here);
+        it also carries this member's clock and the audit metadata (``flagstaff-actor``,
+        ``flagstaff-reason``, ``flagstaff-source``; see ``audit_access`` for who may send it).
         """
         if not isinstance(request, bytes):
             for check in self.propose_checks:
@@ -212,15 +291,19 @@ class EtcdServer:
         body = request if isinstance(request, bytes) else request.SerializeToString()
         if len(body) > self.max_request_bytes:
             raise errors.RequestTooLargeError()
-        actor = reason = ""
+        actor = reason = source = ""
         if context is not None:
             for key, value in context.invocation_metadata() or ():
                 if key == "flagstaff-actor" and isinstance(value, str):
                     actor = value
                 elif key == "flagstaff-reason" and isinstance(value, str):
                     reason = value
+                elif key == "flagstaff-source" and isinstance(value, str):
+                    source = value
         principal = auth_tokens.user_of(self.fsm.auth, context)
-        data = InternalRequest(op, body, principal=principal, actor=actor, reason=reason).encode()
+        data = InternalRequest(
+            op, body, int(time.time() * 1000), principal, actor, reason, source
+        ).encode()
         result = await self.member.propose(data)
         if isinstance(result, MVCCError):
             raise result
