@@ -177,6 +177,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DATA_DIR / "beat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, Any] = {
     "core-health": {"task": "flags.tasks.check_core_health", "schedule": 60.0},
+    # discovery.tasks.CHECK_TICK_SECONDS: sends the instances' due health checks to the workers.
+    "discovery-health-checks": {"task": "discovery.tasks.schedule_health_checks", "schedule": 1.0},
     "schedules": {"task": "flags.tasks.run_schedules",
                   "schedule": float(os.environ.get("FLAGSTAFF_SCHEDULER_TICK_SECONDS", "5"))},
 }
