@@ -4,10 +4,11 @@
 agree on a leader, ``up`` runs ``manage.py prepare_platform`` (migrate, then
 ensure_admin, which prints a one-time admin password on the first start),
 then starts web (daphne serving the Django ASGI app on ``--web-port``, 8000),
-a Celery worker and Celery beat, all with the embedded defaults (SQLite and
-the Celery filesystem broker under ``<var-dir>``), and prints the URL.
-``--no-platform`` starts the members only. Discovery will be one more
-:class:`ProcessSpec`. This module only spawns processes: it imports nothing
+a Celery worker, Celery beat and the discovery Registry (``manage.py
+run_discovery``, gRPC on ``--discovery-port``, 7070), all with the embedded
+defaults (SQLite and the Celery filesystem broker under ``<var-dir>``), and
+prints the URL. ``--no-platform`` starts the members only. This module only
+spawns processes (discovery is one more command line): it imports nothing
 from Django (the platform's processes find the members through
 ``FLAGSTAFF_ENDPOINTS`` and their data through ``FLAGSTAFF_VAR_DIR``).
 
@@ -47,6 +48,7 @@ MEMBER_PORT_OFFSETS = (0, 20000, 30000)
 DEFAULT_BASE_PORT = 2379
 CLUSTER_TOKEN = "flagstaff-up"
 DEFAULT_WEB_PORT = 8000
+DEFAULT_DISCOVERY_PORT = 7070
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """Where ``manage.py`` and the ``platform/`` folder are (``up`` may run from any directory)."""
 
@@ -248,9 +250,10 @@ class PlatformSpecs:
 
 
 def platform_specs(
-    endpoints: list[MemberEndpoints], var_dir: str, web_host: str, web_port: int
+    endpoints: list[MemberEndpoints], var_dir: str, web_host: str, web_port: int,
+    discovery_port: int = DEFAULT_DISCOVERY_PORT,
 ) -> PlatformSpecs:
-    """prepare_platform, then web (daphne), worker and beat (Celery), for the members at ``endpoints``."""
+    """prepare_platform, then web (daphne), worker and beat (Celery) and discovery, for the members at ``endpoints``."""
     root = str(REPO_ROOT)
     python_path = os.pathsep.join(
         p for p in (os.path.join(root, "platform"), root, os.environ.get("PYTHONPATH", "")) if p
@@ -277,6 +280,8 @@ def platform_specs(
             ),
             ProcessSpec("worker", [*celery, "worker", "--pool=solo", "--loglevel=INFO"], env, root),
             ProcessSpec("beat", [*celery, "beat", "--loglevel=INFO"], env, root),
+            ProcessSpec("discovery", [*manage, "run_discovery", "--host", web_host,
+                                      "--port", str(discovery_port)], env, root),
         ],
         url=f"http://{web_host}:{web_port}/",
     )
@@ -299,6 +304,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web-port", type=int, default=DEFAULT_WEB_PORT,
         help=f"port of the web UI and REST API (default {DEFAULT_WEB_PORT})",
+    )
+    parser.add_argument(
+        "--discovery-port", type=int, default=DEFAULT_DISCOVERY_PORT,
+        help=f"port of the discovery Registry (gRPC; default {DEFAULT_DISCOVERY_PORT})",
     )
     parser.add_argument(
         "--no-platform", action="store_true",
@@ -325,6 +334,10 @@ async def _up(args: argparse.Namespace) -> int:
     web_host = "127.0.0.1"
     if not args.no_platform and not _port_free(web_host, args.web_port):
         print(f"flagstaff up: port {args.web_port} is in use; pass --web-port", file=sys.stderr)
+        return 2
+    if not args.no_platform and not _port_free(web_host, args.discovery_port):
+        print(f"flagstaff up: port {args.discovery_port} is in use; pass --discovery-port",
+              file=sys.stderr)
         return 2
     var_dir = os.path.abspath(args.var_dir)
     os.makedirs(os.path.join(var_dir, "members"), exist_ok=True)
@@ -356,7 +369,8 @@ async def _up(args: argparse.Namespace) -> int:
         if ready in done and ready.result() is not None:
             _write_stdout(f"flagstaff up: cluster ready, leader {ready.result()}; Ctrl-C to stop\n")
             if not args.no_platform:
-                specs = platform_specs(endpoints, var_dir, web_host, args.web_port)
+                specs = platform_specs(endpoints, var_dir, web_host, args.web_port,
+                                       args.discovery_port)
                 started = loop.create_task(_start_platform(platform, specs, args.ready_timeout))
                 tasks.append(started)
                 done, _ = await asyncio.wait({started, *ends}, return_when=asyncio.FIRST_COMPLETED)
@@ -366,6 +380,10 @@ async def _up(args: argparse.Namespace) -> int:
                         _write_stdout(
                             f"flagstaff up: web UI and REST API at {specs.url} "
                             "(the admin account is printed above on the first start); Ctrl-C to stop\n"
+                        )
+                        _write_stdout(
+                            f"flagstaff up: service discovery (gRPC Registry) at "
+                            f"{web_host}:{args.discovery_port}\n"
                         )
                     else:
                         _write_stdout(f"flagstaff up: {problem}; stopping\n")

@@ -29,6 +29,8 @@ import grpc
 from consensus.api.gen.etcd.authpb import auth_pb2
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
 from consensus.api.gen.etcd.mvccpb import kv_pb2
+from consensus.api.gen.flagstaff.audit.v1 import audit_pb2 as apb
+from consensus.client.audit import AUDIT_APPEND, AUDIT_LIST, audit_filter, watch_records
 from consensus.client.errors import (
     EtcdError,
     LeaseNotFoundError,
@@ -544,6 +546,74 @@ class Client:
         return await self._t.unary(
             MEMBER_PROMOTE, pb.MemberPromoteRequest(ID=id), mutation=True, leader=True,
             timeout=timeout,
+        )
+
+    # --- Flagstaff's audit trail (a Flagstaff core only) -------------------------
+
+    async def audit_list(
+        self,
+        key: KeyLike = b"",
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        page_token: str = "",
+        serializable: bool = False,
+        timeout: float | None = None,
+        **filters: Any,
+    ) -> apb.ListResponse:
+        """Audit records newest first (``flagstaff.audit.v1.Audit/List``).
+
+        ``key`` (one key, or with ``prefix=True`` every key under it) and the
+        keyword filters of :func:`consensus.client.audit.audit_filter`
+        (``actor``, ``principal``, ``source``, ``action``, ``min_revision``,
+        ``max_revision``, ``since_ms``, ``until_ms``); the response's
+        ``next_page_token`` continues with older records.
+        """
+        request = apb.ListRequest(
+            filter=audit_filter(key, prefix=prefix, **filters), limit=limit,
+            page_token=page_token, serializable=serializable,
+        )
+        return await self._t.unary(
+            AUDIT_LIST, request, mutation=False, leader=not serializable, timeout=timeout
+        )
+
+    def audit_watch(
+        self,
+        key: KeyLike = b"",
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        after_id: int = 0,
+        metadata: MetadataPairs = (),
+        **filters: Any,
+    ) -> AsyncIterator[apb.Record]:
+        """Audit records as they are applied (``Audit/Watch``), oldest first, forever.
+
+        From ``start_revision`` (retained records first), after record
+        ``after_id``, or (neither) only new ones. Reconnects resume without a gap.
+        """
+        request = apb.WatchRequest(
+            filter=audit_filter(key, prefix=prefix, **filters),
+            start_revision=start_revision, after_id=after_id,
+        )
+        return watch_records(self._t, request, metadata)
+
+    async def audit_append(
+        self,
+        action: str,
+        *,
+        key: KeyLike = b"",
+        detail: str = "",
+        timeout: float | None = None,
+        metadata: MetadataPairs = (),
+    ) -> apb.AppendResponse:
+        """Record a platform event (``Audit/Append``); actor/reason/source go in ``metadata``.
+
+        A mutation (see the retry policy); trusted principals only while core auth is on.
+        """
+        request = apb.AppendRequest(action=action, key=to_bytes(key), detail=detail)
+        return await self._t.unary(
+            AUDIT_APPEND, request, mutation=True, leader=True, timeout=timeout, metadata=metadata
         )
 
     # --- Maintenance ---------------------------------------------------------------

@@ -72,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto compaction retention for the MVCC key-value store (0 disables it)",
     )
     member.add_argument(
+        "--audit-retention", default="0",
+        help="keep audit records this long (a duration such as 720h, or hours; 0 keeps them forever)",
+    )
+    member.add_argument(
         "--max-request-bytes", type=int, default=defaults.DEFAULT_MAX_REQUEST_BYTES,
         help="maximum client request size in bytes the server will accept",
     )
@@ -143,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
         quota_backend_bytes=args.quota_backend_bytes,
         auto_compaction_mode=args.auto_compaction_mode,
         auto_compaction_retention=args.auto_compaction_retention,
+        audit_retention=args.audit_retention,
         max_request_bytes=args.max_request_bytes,
         auth_token_ttl=args.auth_token_ttl,
         lease_checkpoint=defaults.parse_go_bool(
@@ -161,6 +166,9 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
     from consensus.server.auto_compaction import parse_policy
 
     parse_policy(config.auto_compaction_mode, config.auto_compaction_retention)
+    from consensus.server.audit_retention import parse_retention
+
+    parse_retention(config.audit_retention)
     return config
 
 

@@ -86,6 +86,8 @@ class MemberConfig:
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
+    audit_retention: str = "0"
+    """``--audit-retention``: audit records older than this go (0: kept forever; see ``audit_retention``)."""
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     auth_token_ttl: int = DEFAULT_AUTH_TOKEN_TTL
     """Seconds an auth token stays valid after Authenticate (see ``auth_tokens``)."""

@@ -1,10 +1,14 @@
-"""Assembly of the etcd v3 gRPC API for one member: every service on one server."""
+"""Assembly of the etcd v3 gRPC API for one member: every service on one server.
+
+Flagstaff's own ``flagstaff.audit.v1.Audit`` service is served beside them.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from consensus.server import (
+    audit_service,
     auth_service,
     cluster_service,
     kv_service,
@@ -29,9 +33,10 @@ def build_etcd_server(
     lessor: Lessor | None = None,
     cluster: Member | None = None,
 ) -> EtcdServer:
-    """The member's gRPC server with every etcd service registered (not started)."""
+    """The member's gRPC server with every etcd service (and Flagstaff's audit) registered."""
     server = EtcdServer(member, fsm, max_request_bytes=config.max_request_bytes)
     kv_service.register(server)
+    audit_service.register(server)
     watch_service.register(
         server,
         progress_notify_interval=config.watch_progress_notify_interval,

@@ -7,6 +7,11 @@ etcd protobuf inside, runs it, and returns the key space's result -- or the
 ``MVCCError`` it raised, *as a value*: a refused request is a deterministic
 outcome of apply (every member refuses it alike), not a failure of the member.
 
+Every applied mutation also gets its audit record here, in the same apply
+(``audit``, see :mod:`consensus.mvcc.audit`): the key space's commit hook
+appends it with the entry's time, principal, actor, reason and source, so no
+change exists without its record.
+
 Contract (``apply`` must be deterministic): the result and the new state
 depend only on the state before and the entry; nothing here reads a clock,
 randomness, or anything local to one member.
@@ -21,17 +26,24 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
+from consensus.api.gen.flagstaff.audit.v1 import audit_pb2
 from consensus.mvcc import Event, KVStore, MVCCError, PutRequest, TxnRequest
+from consensus.mvcc.audit import AuditLog
 from consensus.server import etcd_codec as codec
 from consensus.server import failpoints
+from consensus.server.audit_access import action_of, check_append, check_audit_metadata
 from consensus.server.auth_store import AuthStore
 from consensus.server.authorization import check_apply
 from consensus.server.internal_request import InternalRequest, Op
 
 _SNAPSHOT_MAGIC = b"FSES"
-_SNAPSHOT_VERSION = 2
-"""v2 added the auth store after the alarms; v1 snapshots still restore (auth empty)."""
+_SNAPSHOT_VERSION = 3
+"""v2 added the auth store after the alarms, v3 the audit trail after the auth store;
+older snapshots still restore (auth and audit empty)."""
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_AUDITED = frozenset({Op.PUT, Op.DELETE_RANGE, Op.TXN, Op.LEASE_REVOKE})
+"""The requests whose key changes get an audit record."""
 
 
 class NoSpaceError(MVCCError):
@@ -71,6 +83,10 @@ class EtcdStateMachine:
         self.alarms: set[Alarm] = set()
         self.auth = AuthStore()
         """Users, roles, permissions and the enabled flag (``Op.AUTH``; see ``auth_store``)."""
+        self.audit = AuditLog()
+        """The audit trail: a record per applied mutation and per platform event."""
+        self._auditing: InternalRequest | None = None
+        """The KV write being applied (its record is appended by the commit hook)."""
         self._applied_index = 0
         self._revision_listeners: list[RevisionListener] = []
         self._restore_listeners: list[Callable[[], None]] = []
@@ -101,6 +117,12 @@ class EtcdStateMachine:
             listener(op, ids)
 
     def _on_revision(self, revision: int, events: tuple[Event, ...]) -> None:
+        req = self._auditing
+        if req is not None:
+            self.audit.append(
+                revision, req.time_ms, req.principal, req.actor, req.reason, req.source,
+                action_of(req), events,
+            )
         for listener in list(self._revision_listeners):
             listener(revision, events)
 
@@ -130,8 +152,33 @@ class EtcdStateMachine:
         op = req.op
         if op == Op.AUTH:
             return self.auth.apply(req.principal, req.body)
+        if op == Op.AUDIT_APPEND:
+            return self._apply_audit_append(req)
+        if op == Op.AUDIT_PURGE:
+            return self.audit.purge(audit_pb2.PurgeRequest.FromString(req.body).cutoff_ms)
         # While auth is on, a write its principal may not make is refused here (etcd's authApplierV3).
         check_apply(self.auth, self.kv.leases, req)
+        if op in _AUDITED:
+            if self.auth.enabled:
+                check_audit_metadata(self.auth, req)
+            self._auditing = req
+            try:
+                return self._apply_kv(req)
+            finally:
+                self._auditing = None
+        return self._apply_kv(req)
+
+    def _apply_audit_append(self, req: InternalRequest) -> int:
+        """A platform event: a record with no key change (trusted principals only); its id."""
+        event = audit_pb2.AppendRequest.FromString(req.body)
+        check_append(self.auth, req, event.action)
+        return self.audit.append(
+            self.kv.revision, req.time_ms, req.principal, req.actor, req.reason, req.source,
+            event.action, (), event.key, event.detail,
+        ).id
+
+    def _apply_kv(self, req: InternalRequest) -> object:
+        op = req.op
         nospace = self.has_alarm(pb.NOSPACE)
         if op == Op.PUT:
             if nospace:
@@ -205,11 +252,14 @@ class EtcdStateMachine:
         auth_bytes = self.auth.to_bytes()
         parts.append(_U32.pack(len(auth_bytes)))
         parts.append(auth_bytes)
+        audit_bytes = self.audit.to_bytes()
+        parts.append(_U64.pack(len(audit_bytes)))
+        parts.append(audit_bytes)
         parts.append(kv_bytes)
         return b"".join(parts)
 
     def restore(self, data: bytes, index: int) -> None:
-        if data[:4] != _SNAPSHOT_MAGIC or data[4] not in (1, _SNAPSHOT_VERSION):
+        if data[:4] != _SNAPSHOT_MAGIC or data[4] not in (1, 2, _SNAPSHOT_VERSION):
             raise ValueError("not an etcd state machine snapshot (bad magic or version)")
         pos = 5
         (n,) = _U32.unpack_from(data, pos)
@@ -224,6 +274,11 @@ class EtcdStateMachine:
             (n,) = _U32.unpack_from(data, pos)
             auth = AuthStore.from_bytes(data[pos + 4 : pos + 4 + n])
             pos += 4 + n
+        audit = AuditLog()
+        if data[4] >= 3:
+            (n,) = _U64.unpack_from(data, pos)
+            audit = AuditLog.from_bytes(data[pos + 8 : pos + 8 + n])
+            pos += 8 + n
         kv = KVStore.from_bytes(
             data[pos:], max_txn_ops=self.max_txn_ops, min_lease_ttl=self.min_lease_ttl
         )
@@ -232,6 +287,8 @@ class EtcdStateMachine:
         self._unsubscribe = self.kv.subscribe(self._on_revision)
         self.alarms = alarms
         self.auth = auth
+        # In place: audit watchers stay subscribed across a snapshot install.
+        self.audit.adopt(audit)
         self._applied_index = index
         for listener in list(self._restore_listeners):
             listener()

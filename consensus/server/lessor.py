@@ -416,7 +416,11 @@ class Lessor:
         async def revoke(lease_id: int) -> None:
             body = pb.LeaseRevokeRequest(ID=lease_id).SerializeToString()
             try:
-                result = await self.member.propose(InternalRequest(Op.LEASE_REVOKE, body).encode())
+                # The audit trail records it as ``lease_expire`` (no principal, source "expiry").
+                request = InternalRequest(
+                    Op.LEASE_REVOKE, body, int(time.time() * 1000), source="expiry"
+                )
+                result = await self.member.propose(request.encode())
             except errors.MemberError as exc:
                 log.warning("revoking expired lease %x failed: %s", lease_id, exc)
                 return

@@ -1,0 +1,113 @@
+"""Who may write audit metadata and platform events, and who may read which audit records.
+
+The policy while core auth is enabled (with auth off everyone is trusted and
+every record is visible, as every key is):
+
+* A **trusted principal** is a user with the ``root`` role or the
+  :data:`TRUSTED_ROLE` role (the platform's core user). Only a trusted
+  principal may send the on-behalf-of metadata ``flagstaff-actor``,
+  ``flagstaff-reason`` and ``flagstaff-source`` with a write: a write from
+  anyone else that carries any of them is refused at apply, before any change
+  (:class:`AuditMetadataDeniedError`), so the trail never shows an actor the
+  caller made up. Without the metadata such a user's writes are recorded with
+  their own principal and source ``grpc``.
+* Only a trusted principal may ``Append`` platform events.
+* Reading (``List``/``Watch``): root and trusted principals see every record;
+  anyone else sees the changes of keys they may READ (a record whose keys are
+  all unreadable is left out, a multi-key record is cut down to the readable
+  keys) and no platform events.
+
+The apply-time checks run at the entry's log position, against the auth state
+there, so every member decides alike.
+"""
+
+from __future__ import annotations
+
+from consensus.mvcc.audit import KV_ACTIONS, AuditRecord
+from consensus.server.auth_store import READ, AuthError, AuthStore, PermissionDeniedError
+from consensus.server.internal_request import InternalRequest, Op
+
+TRUSTED_ROLE = "flagstaff-platform"
+"""The core role that makes a user a trusted principal for the audit trail."""
+
+EXPIRY_SOURCE = "expiry"
+"""The source of the leader's lease-expiry revokes (action ``lease_expire``)."""
+
+
+class AuditMetadataDeniedError(PermissionDeniedError):
+    """Audit metadata (actor, reason, source) sent by a principal that is not trusted."""
+
+    message = (
+        "flagstaff: audit metadata (flagstaff-actor, flagstaff-reason, flagstaff-source) "
+        "needs a trusted principal"
+    )
+
+
+class InvalidAuditEventError(AuthError):
+    """A platform event without an action, or with an action the core keeps for key changes."""
+
+    message = "flagstaff: an audit event needs an action that is not put, delete, txn or lease_*"
+    grpc_code = "INVALID_ARGUMENT"
+
+
+def is_trusted(store: AuthStore, principal: str) -> bool:
+    """Whether ``principal`` may act on others' behalf (always, while auth is off)."""
+    if not store.enabled:
+        return True
+    user = store.users.get(principal)
+    return user is not None and (user.has_root_role() or TRUSTED_ROLE in user.roles)
+
+
+def action_of(req: InternalRequest) -> str:
+    """The record's action for a KV write (``put``, ``delete``, ``txn``, ``lease_*``)."""
+    op = req.op
+    if op == Op.PUT:
+        return "put"
+    if op == Op.DELETE_RANGE:
+        return "delete"
+    if op == Op.TXN:
+        return "txn"
+    if not req.principal and req.source == EXPIRY_SOURCE:
+        return "lease_expire"
+    return "lease_revoke"
+
+
+def check_audit_metadata(store: AuthStore, req: InternalRequest) -> None:
+    """Refuse a write carrying audit metadata from an untrusted principal (auth on only).
+
+    The leader's own lease-expiry revoke (no principal) is exempt.
+    """
+    if not (req.actor or req.reason or req.source):
+        return
+    if req.op == Op.LEASE_REVOKE and not req.principal:
+        return
+    if not is_trusted(store, req.principal):
+        raise AuditMetadataDeniedError()
+
+
+def check_append(store: AuthStore, req: InternalRequest, action: str) -> None:
+    """A platform event: a trusted principal and an action of its own."""
+    if not is_trusted(store, req.principal):
+        raise PermissionDeniedError()
+    if not action or action in KV_ACTIONS:
+        raise InvalidAuditEventError()
+
+
+def visible(store: AuthStore, user: str, record: AuditRecord) -> AuditRecord | None:
+    """``record`` as ``user`` may see it: whole, cut down to readable keys, or None."""
+    if is_trusted(store, user):
+        return record
+    if not record.events:
+        return None  # platform events: trusted principals only
+    readable = []
+    for event in record.events:
+        try:
+            store.check_permitted(user, event.kv.key, b"", READ)
+        except AuthError:
+            continue
+        readable.append(event)
+    if not readable:
+        return None
+    if len(readable) == len(record.events):
+        return record
+    return record._replace(events=tuple(readable))
