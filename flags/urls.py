@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from flags import views
+from flags import schedule_views, views
 
 FLAG_IN_ENV = "projects/<str:project>/environments/<str:environment>/flags/<str:flag>/"
 
@@ -18,4 +18,7 @@ urlpatterns: list[URLPattern] = [
     path(FLAG_IN_ENV + "rollout/", views.flag_rollout, name="flag-rollout"),
     path(FLAG_IN_ENV + "save/", views.flag_save, name="flag-save"),
     path(FLAG_IN_ENV + "preview/", views.flag_preview, name="flag-preview"),
+    path(FLAG_IN_ENV + "schedules/", schedule_views.schedule_create, name="schedule-create"),
+    path(FLAG_IN_ENV + "schedules/<str:schedule>/<str:action>/", schedule_views.schedule_steer,
+         name="schedule-steer"),
 ]

@@ -45,7 +45,7 @@ def _post_json(url: str, body: dict[str, object], token: str | None = None) -> t
 
 def test_up_starts_the_platform_and_stops_everything(tmp_path: Path) -> None:
     processes = ProcessRegistry()
-    base, web_port = _free_base_port(), free_port()
+    base, web_port, discovery_port = _free_base_port(), free_port(), free_port()
     output = tmp_path / "up.log"
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "FLAGSTAFF_ENDPOINTS")}
@@ -53,7 +53,8 @@ def test_up_starts_the_platform_and_stops_everything(tmp_path: Path) -> None:
     try:
         proc = processes.popen(
             [sys.executable, "-m", "consensus.cli", "up", "--base-port", str(base),
-             "--web-port", str(web_port), "--node-arg=--heartbeat-interval=50",
+             "--web-port", str(web_port), "--discovery-port", str(discovery_port),
+             "--node-arg=--heartbeat-interval=50",
              "--node-arg=--election-timeout=500"],
             output, cwd=tmp_path, env=env,
         )
@@ -63,6 +64,8 @@ def test_up_starts_the_platform_and_stops_everything(tmp_path: Path) -> None:
             return f"web UI and REST API at http://127.0.0.1:{web_port}/" in output.read_text()
 
         wait_until(url_printed, 120, "`flagstaff up` to print the web URL", interval=0.2)
+        wait_until(lambda: f"Registry listening on 127.0.0.1:{discovery_port}" in output.read_text(),
+                   60, "the discovery Registry to listen", interval=0.2)
         site = f"http://127.0.0.1:{web_port}"
         assert http("GET", f"{site}/readyz")[0] == 200
         status, body = _post_json(f"{site}/api/v1/auth/token/",
@@ -90,9 +93,10 @@ def test_up_starts_the_platform_and_stops_everything(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, output.read_text()
         text = output.read_text()
-        assert "stopped the platform (web exit 0, worker exit 0, beat exit 0)" in text, text
+        assert "stopped the platform (web exit 0, worker exit 0, beat exit 0, discovery exit 0)" in text, text
         assert "stopped (m1 exit 0, m2 exit 0, m3 exit 0)" in text, text
         assert port_is_free(web_port)
+        assert port_is_free(discovery_port)
     except BaseException:
         print(output.read_text(errors="replace")[-20000:])  # shown by pytest on failure
         raise

@@ -282,6 +282,40 @@ def test_rolling_back_by_hand(api: APIClient, project: str, flag: str) -> None:
     assert _steer(api, project, flag, created["id"], "resume").status_code == 400
 
 
+def test_the_flag_page_schedules_pauses_and_cancels(api: APIClient, user: Any, project: str,
+                                                   flag: str) -> None:
+    from django.test import Client
+
+    web = Client()
+    web.force_login(user)
+    page_url = f"/projects/{project}/flags/{flag}/?env=production"
+    page = web.get(page_url).content.decode()
+    assert "Nothing scheduled." in page
+    base = f"/projects/{project}/environments/production/flags/{flag}/schedules/"
+    response = web.post(base, {"kind": "once", "at": "2099-01-01T10:00:00", "change": "on"})
+    assert response.status_code == 302
+    response = web.post(base, {"kind": "progressive", "strategy": "exponential",
+                               "step_percentage": "1", "growth_factor": "4", "bake_seconds": "600",
+                               "health_type": "", "health_url": "", "health_max": "0"})
+    assert response.status_code == 302
+    listed = api.get(_schedules_url(project, "production", flag)).json()
+    assert [s["kind"] for s in listed] == ["once", "progressive"] or \
+        sorted(s["kind"] for s in listed) == ["once", "progressive"]
+    once = next(s for s in listed if s["kind"] == "once")
+    assert once["next_at"] == 4070944800.0 and once["change"] == {"on": True}
+    rollout = next(s for s in listed if s["kind"] == "progressive")
+    assert rollout["steps"] == [1, 4, 16, 64, 100]
+    page = web.get(page_url).content.decode()
+    assert f'data-schedule="{once["id"]}" data-state="pending"' in page
+    assert "2099-01-01 10:00:00 UTC" in page
+    assert web.post(base + f"{once['id']}/pause/").status_code == 302
+    assert web.post(base + f"{rollout['id']}/cancel/").status_code == 302
+    page = web.get(page_url).content.decode()
+    assert f'data-schedule="{once["id"]}" data-state="paused"' in page
+    assert f'data-schedule="{rollout["id"]}" data-state="cancelled"' in page
+    assert web.post(base + f"{once['id']}/explode/").status_code == 404
+
+
 # -- real Celery workers ------------------------------------------------------------------------
 
 
