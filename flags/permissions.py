@@ -1,27 +1,181 @@
 """Who may read or write which part of the key space: the platform's one permission check.
 
-Every door -- the HTML views, the REST API, and later the websockets and the
-discovery service -- asks :func:`has_permission` (through the ``access_*``
-functions in ``flags.access``). Today any active, authenticated user may do
-everything; the access-control issue replaces the body of
-:func:`has_permission` with per-prefix grants (django-guardian object
-permissions on a prefix model: a user may act on a key when a grant covers
-some prefix above it), and nothing else has to change.
+Every door -- the HTML views, the REST API, the websockets and the discovery
+service -- asks :func:`has_permission` (directly, or through the ``access_*``
+functions in ``flags.access``). A principal is a Django user or an
+:class:`~flags.tokens.ApiToken`.
+
+The rule (docs/access-control.md):
+
+- A principal holds *grants*: a key prefix (ending in ``/``) and a set of
+  :class:`Perm`. A person's grants are django-guardian object permissions on
+  :class:`~flags.namespaces.Namespace` rows (to them or to a group they are in);
+  a token's are its kind and scope, intersected with its creator's.
+- Access to a key is the union of the grants on every prefix above it.
+  Superusers may do everything; inactive and anonymous principals nothing.
+- Edit, delete and manage-permissions each imply view; view implies
+  evaluate (reading evaluated values, what a browser key may do).
+- Records that are not flag documents are decided on the flag space they
+  belong to: ``/projects/p`` on ``/flags/p/``, ``/environments/p/e`` on
+  ``/flags/p/e/``, and a segment ``/segments/p/e/s`` on ``/flags/p/e/`` (a
+  segment belongs to its environment: reading one needs a grant covering the
+  whole environment). A project or environment record is *visible* (readable)
+  to anyone with a view grant anywhere inside it, so they can navigate to
+  what they were given; changing it needs a grant covering it.
+- A key ending in ``/`` asks about every key under it (a covering grant).
+
+:func:`permission_checker` loads a principal's grants once, for list pages
+that check many keys; :func:`has_permission` is the same check for one key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from flags import keyspace
 
 
 class Perm(StrEnum):
     """What a caller wants to do with a key."""
 
+    EVALUATE = "evaluate"
+    """Read a flag's evaluated value (never its rules): what a browser key may do."""
     READ = "read"
+    """View: read records, list their names."""
     WRITE = "write"
+    """Edit: create and change records."""
+    DELETE = "delete"
+    """Delete records."""
+    MANAGE = "manage"
+    """Manage permissions: grant and revoke access on a namespace (at most what one holds)."""
 
 
-def has_permission(user: Any, perm: Perm, key: str) -> bool:
-    """Whether ``user`` may ``perm`` the core key ``key`` (or, for a prefix, every key under it)."""
-    return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_active", False))
+ALL_PERMS: frozenset[Perm] = frozenset(Perm)
+
+_IMPLIED: dict[Perm, frozenset[Perm]] = {
+    Perm.EVALUATE: frozenset({Perm.EVALUATE}),
+    Perm.READ: frozenset({Perm.READ, Perm.EVALUATE}),
+    Perm.WRITE: frozenset({Perm.WRITE, Perm.READ, Perm.EVALUATE}),
+    Perm.DELETE: frozenset({Perm.DELETE, Perm.READ, Perm.EVALUATE}),
+    Perm.MANAGE: frozenset({Perm.MANAGE, Perm.READ, Perm.EVALUATE}),
+}
+
+
+def implied(perms: Iterable[Perm]) -> frozenset[Perm]:
+    """``perms`` with everything they imply (edit, delete, manage -> view -> evaluate)."""
+    out: set[Perm] = set()
+    for perm in perms:
+        out |= _IMPLIED[perm]
+    return frozenset(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Permissions on every key under ``prefix`` (which ends in ``/``; ``/`` is everything)."""
+
+    prefix: str
+    perms: frozenset[Perm]
+
+
+def permission_target(key: str) -> tuple[str, bool]:
+    """The path a key's permission is decided on, and whether the key is a container record.
+
+    A container (a project or environment record) is readable when any view
+    grant lies inside it, not only above it.
+    """
+    for root, container in ((keyspace.PROJECTS, True), (keyspace.ENVIRONMENTS, True),
+                            (keyspace.SEGMENTS, False)):
+        if key.startswith(root):
+            # /projects/p, /environments/p/e, /segments/p/e/s: the first two names at most
+            parts = [p for p in key[len(root):].split("/") if p][:2]
+            tail = "".join(f"{p}/" for p in parts)
+            return keyspace.FLAGS + tail, container
+    return key, False
+
+
+class PermissionChecker:
+    """One principal's grants, loaded once: answers :func:`has_permission` for many keys."""
+
+    __slots__ = ("_everything", "_grants", "_limit")
+
+    def __init__(self, grants: Iterable[Grant], *, everything: bool = False,
+                 limit: PermissionChecker | None = None) -> None:
+        self._grants = tuple(Grant(g.prefix, implied(g.perms)) for g in grants)
+        self._everything = everything
+        self._limit = limit
+        """Another checker that must also allow (a token is limited by its creator's access)."""
+
+    @classmethod
+    def nothing(cls) -> PermissionChecker:
+        return cls(())
+
+    @property
+    def grants(self) -> tuple[Grant, ...]:
+        return self._grants
+
+    @property
+    def is_everything(self) -> bool:
+        return self._everything and (self._limit is None or self._limit.is_everything)
+
+    def allows(self, perm: Perm, key: str) -> bool:
+        """Whether ``perm`` on ``key`` is allowed (for a prefix: on every key under it)."""
+        if self._limit is not None and not self._limit.allows(perm, key):
+            return False
+        if self._everything:
+            return True
+        path, container = permission_target(key)
+        if any(perm in g.perms and path.startswith(g.prefix) for g in self._grants):
+            return True
+        # A container is visible to whoever may see something inside it.
+        return container and perm in (Perm.READ, Perm.EVALUATE) and any(
+            perm in g.perms and g.prefix.startswith(path) for g in self._grants)
+
+    def may_see_inside(self, perm: Perm, prefix: str) -> bool:
+        """Whether ``perm`` is allowed on at least some key under ``prefix`` (a grant above or inside)."""
+        if self._limit is not None and not self._limit.may_see_inside(perm, prefix):
+            return False
+        if self._everything:
+            return True
+        path, _ = permission_target(prefix)
+        return any(perm in g.perms and (path.startswith(g.prefix) or g.prefix.startswith(path))
+                   for g in self._grants)
+
+
+def _is_token(principal: Any) -> bool:
+    from flags.tokens import ApiToken
+
+    return isinstance(principal, ApiToken)
+
+
+def permission_checker(principal: Any) -> PermissionChecker:
+    """The grants of ``principal`` (a Django user, an ``ApiToken``, or None/anonymous), loaded now."""
+    if principal is None:
+        return PermissionChecker.nothing()
+    if _is_token(principal):
+        from flags.tokens import token_grants
+
+        if not principal.is_active:
+            return PermissionChecker.nothing()
+        return PermissionChecker(token_grants(principal),
+                                 limit=permission_checker(principal.created_by))
+    if not (getattr(principal, "is_authenticated", False) and getattr(principal, "is_active", False)):
+        return PermissionChecker.nothing()
+    if getattr(principal, "is_superuser", False):
+        return PermissionChecker((), everything=True)
+    return PermissionChecker(user_grants(principal))
+
+
+def user_grants(user: Any) -> list[Grant]:
+    """A person's grants (every active, authenticated user may do everything until namespaces exist)."""
+    return [Grant("/", ALL_PERMS)]
+
+
+def has_permission(principal: Any, perm: Perm, key: str) -> bool:
+    """Whether ``principal`` (user or API token) may ``perm`` the core key ``key``.
+
+    For a prefix (ending in ``/``), whether it may on every key under it.
+    """
+    return permission_checker(principal).allows(perm, key)

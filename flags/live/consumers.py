@@ -16,6 +16,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -26,8 +27,10 @@ from flags import keyspace
 from flags.core import core
 from flags.exceptions import FlagstaffError
 from flags.live import protocol
+from flags.live.access_events import ACCESS_GROUP
 from flags.live.relay import Relay, get_relay
 from flags.permissions import Perm, has_permission
+from flags.tokens import ApiToken, authenticate_token
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +46,58 @@ def heartbeat_seconds() -> float:
 def authorize_subscription(scope: dict[str, Any], project: str, environment: str) -> bool:
     """Whether the connection's principal may follow an environment: the one check for websockets.
 
-    Today the principal is the session's user (``AuthMiddlewareStack``); SDK
-    keys will add theirs to the scope and be checked here. Reading an
-    environment's flags and segments is required. Sync (may use the ORM):
-    call it with ``database_sync_to_async``.
+    The principal is the API token on ``scope["token"]`` when the client sent
+    one (``?key=`` or ``Authorization: Bearer``), else the session's user
+    (``AuthMiddlewareStack``). Reading the environment's flags and segments
+    is required. Sync (may use the ORM): call it with ``database_sync_to_async``.
     """
-    user = scope.get("user")
-    return has_permission(user, Perm.READ, keyspace.flags_prefix(project, environment)) and (
-        has_permission(user, Perm.READ, keyspace.segments_prefix(project, environment))
+    principal = scope.get("token") or scope.get("user")
+    return has_permission(principal, Perm.READ, keyspace.flags_prefix(project, environment)) and (
+        has_permission(principal, Perm.READ, keyspace.segments_prefix(project, environment))
     )
 
 
-def _is_authenticated(scope: dict[str, Any]) -> bool:
+def presented_secret(scope: dict[str, Any]) -> str | None:
+    """The token secret the client sent: ``?key=<secret>`` or ``Authorization: Bearer <secret>``."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if query.get("key"):
+        return query["key"][0]
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization":
+            kind, _, secret = value.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer" and secret.strip():
+                return secret.strip()
+    return None
+
+
+def authenticate_scope(scope: dict[str, Any]) -> bool:
+    """Resolve the connection's principal; True when there is one (a valid token, or a user).
+
+    A presented secret that is unknown, revoked or expired refuses the
+    connection (no fallback to the session). Sync: call with
+    ``database_sync_to_async``.
+    """
+    secret = presented_secret(scope)
+    if secret is not None:
+        scope["token"] = authenticate_token(secret)
+        return scope["token"] is not None
+    scope["token"] = None
     user = scope.get("user")
     return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_active", False))
+
+
+def refresh_principal(scope: dict[str, Any]) -> bool:
+    """Reload the connection's principal from the database; False when it is no longer usable."""
+    token = scope.get("token")
+    if isinstance(token, ApiToken):
+        fresh = ApiToken.objects.select_related("created_by").filter(pk=token.pk).first()
+        scope["token"] = fresh
+        return fresh is not None and fresh.is_active
+    user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return False
+    user.refresh_from_db()
+    return bool(user.is_active)
 
 
 @dataclass(slots=True)
@@ -77,10 +118,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         self.subscriptions: dict[tuple[str, str], _Subscription] = {}
         self.heartbeat_task: asyncio.Task[None] | None = None
-        if not await database_sync_to_async(_is_authenticated)(self.scope):
+        if not await database_sync_to_async(authenticate_scope)(self.scope):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.relay: Relay = get_relay()
+        await self.channel_layer.group_add(ACCESS_GROUP, self.channel_name)
         await self.accept()
         self.heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeats())
 
@@ -91,6 +133,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 await self.heartbeat_task
         for key in list(getattr(self, "subscriptions", {})):
             await self._drop(key)
+        await self.channel_layer.group_discard(ACCESS_GROUP, self.channel_name)
 
     # -- client messages --------------------------------------------------------------------
 
@@ -281,6 +324,24 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             log.warning("resync of %s/%s failed: %s; closing", subscription.project,
                         subscription.environment, exc)
             await self.close(code=1011)
+
+    async def access_changed(self, message: dict[str, Any]) -> None:
+        """Permissions changed somewhere: re-check every subscription now (docs/access-control.md).
+
+        A revoked token or deactivated user closes the socket
+        (``CLOSE_UNAUTHENTICATED``); a subscription no longer allowed is
+        dropped and the client gets an ``error`` ``not_found`` for it.
+        """
+        if not await database_sync_to_async(refresh_principal)(self.scope):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        for key in list(self.subscriptions):
+            allowed = await database_sync_to_async(authorize_subscription)(self.scope, *key)
+            if not allowed and key in self.subscriptions:
+                await self._drop(key)
+                await self.send_json(protocol.error_message(
+                    protocol.ERROR_NOT_FOUND,
+                    f"environment {key[1]!r} of project {key[0]!r} not found", *key))
 
     async def _heartbeats(self) -> None:
         while True:

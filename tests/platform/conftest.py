@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from django.conf import settings
 from platform_support import boolean_flag
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from flags.core import core, reset_core
@@ -64,10 +63,13 @@ def user(db: Any) -> Any:
 
 @pytest.fixture
 def api(core_cluster: Cluster, user: Any) -> APIClient:
-    """An API client authenticated with alice's token (automation's way in)."""
+    """An API client authenticated with alice's automation token over the whole key space."""
+    from flags.tokens import TokenKind, do_create_token
+
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, secret = do_create_token(created_by=user, name="tests", kind=TokenKind.AUTOMATION,
+                                scope="/", can_write=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     return client
 
 

@@ -124,9 +124,9 @@ def test_login_page_and_session(core_cluster: Cluster, db: Any) -> None:
 def test_token_endpoint(core_cluster: Cluster, user: Any) -> None:
     response = APIClient().post("/api/v1/auth/token/",
                                 {"username": "alice", "password": "alice-password"}, format="json")
-    assert response.status_code == 200 and response.json()["token"]
+    assert response.status_code == 201 and response.json()["token"].startswith("fs_automation_")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['token']}")
     assert client.get("/api/v1/projects/").status_code == 200
 
 

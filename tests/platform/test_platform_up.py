@@ -35,7 +35,7 @@ def _post_json(url: str, body: dict[str, object], token: str | None = None) -> t
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     if token:
-        request.add_header("Authorization", f"Token {token}")
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -70,7 +70,7 @@ def test_up_starts_the_platform_and_stops_everything(tmp_path: Path) -> None:
         assert http("GET", f"{site}/readyz")[0] == 200
         status, body = _post_json(f"{site}/api/v1/auth/token/",
                                   {"username": "admin", "password": "first-start-password"})
-        assert status == 200, body
+        assert status == 201, body
         token = body["token"]  # type: ignore[index]
         status, body = _post_json(f"{site}/api/v1/projects/",
                                   {"key": "demo", "name": "Demo"}, token)
