@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from flags import schedule_views, views
+from flags import cluster_views, config_views, schedule_views, views
 
 FLAG_IN_ENV = "projects/<str:project>/environments/<str:environment>/flags/<str:flag>/"
 
@@ -18,7 +18,16 @@ urlpatterns: list[URLPattern] = [
     path(FLAG_IN_ENV + "rollout/", views.flag_rollout, name="flag-rollout"),
     path(FLAG_IN_ENV + "save/", views.flag_save, name="flag-save"),
     path(FLAG_IN_ENV + "preview/", views.flag_preview, name="flag-preview"),
+    path(FLAG_IN_ENV + "rules/reorder/", views.flag_rules_reorder, name="flag-rules-reorder"),
+    path("config/", config_views.config_page, name="config-tree"),
+    path("config/save/", config_views.config_save, name="config-save"),
+    path("config/delete/", config_views.config_delete, name="config-delete"),
     path(FLAG_IN_ENV + "schedules/", schedule_views.schedule_create, name="schedule-create"),
     path(FLAG_IN_ENV + "schedules/<str:schedule>/<str:action>/", schedule_views.schedule_steer,
          name="schedule-steer"),
+    path("cluster/", cluster_views.cluster_page, name="cluster"),
+    path("cluster/members/", cluster_views.member_add, name="cluster-member-add"),
+    path("cluster/members/<str:member>/remove/", cluster_views.member_remove,
+         name="cluster-member-remove"),
+    path("cluster/backups/", cluster_views.backup_now, name="cluster-backup"),
 ]

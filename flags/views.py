@@ -6,7 +6,7 @@ logged-in user. Every form is a POST with Django's CSRF token. Names,
 descriptions and documents are rendered by auto-escaping templates and never
 marked safe.
 
-Saving a document or a rollout sends the revision the page loaded
+Saving a document, a rollout or a rule order sends the revision the page loaded
 (``expected_revision``): when someone else saved first the page is rendered
 again (409) with their document next to the user's draft and asks — keep
 mine (save again on top of their revision) or take theirs (reload). Nothing
@@ -105,7 +105,27 @@ def _format_percentage(value: float | None) -> str:
 
 
 def _rules(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rules as the page lists them (tolerating a document someone wrote with etcdctl)."""
+    """The rules as the page lists them (tolerating a document someone wrote with etcdctl).
+
+    Each rule carries the full rule-id order that moving it up (``up_order``)
+    or down (``down_order``) would save: the move buttons are plain forms.
+    """
+    shown = _rule_rows(document)
+    ids = [r["id"] for r in shown]
+    movable = len(ids) == len(set(ids)) and all(isinstance(i, str) and i for i in ids)
+    for i, row in enumerate(shown):
+        row["up_order"] = _swapped(ids, i - 1, i) if movable and i > 0 else []
+        row["down_order"] = _swapped(ids, i, i + 1) if movable and i + 1 < len(ids) else []
+    return shown
+
+
+def _swapped(ids: list[str], a: int, b: int) -> list[str]:
+    order = list(ids)
+    order[a], order[b] = order[b], order[a]
+    return order
+
+
+def _rule_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
     rules = document.get("rules")
     shown = []
     for i, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -157,6 +177,15 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "flags/home.html", {"projects": projects, "error": error})
 
 
+def _last_change(overview: FlagOverview) -> dict[str, str] | None:
+    """Who changed the flag last (any environment) and where, from the documents' ``updated_by``."""
+    latest = max(overview.states.values(), key=lambda s: s.revision, default=None)
+    who = latest.document.get("updated_by") if latest is not None else None
+    if latest is None or not isinstance(who, str) or not who:
+        return None
+    return {"updated_by": who, "environment": latest.environment}
+
+
 def _list_context(request: HttpRequest, project: str) -> dict[str, Any]:
     try:
         record = access.access_project(request.user, project)
@@ -178,6 +207,7 @@ def _list_context(request: HttpRequest, project: str) -> dict[str, Any]:
             "description": primary.document.get("description", ""),
             "kind": primary.document.get("kind", ""),
             "tags": primary.tags,
+            "last_change": _last_change(overview),
             "cells": [{"environment": env, "state": overview.states.get(env.key)}
                       for env in environments],
         })
@@ -263,7 +293,41 @@ def _flag_context(request: HttpRequest, project: str, flag: str,
         "preview_errors": [],
         "context_text": '{\n  "key": "user-1"\n}',
         "conflict": None,
+        "rules_errors": [],
+        "rule_ids": [r["id"] for r in _rule_rows(document)],
+        **_history_context(request, state),
     }
+
+
+def _change_text(value: Any, present: bool) -> str:
+    return _pretty(value) if present else "—"
+
+
+def _history_context(request: HttpRequest, state: FlagState) -> dict[str, Any]:
+    """The history panel: a page of the flag's versions in the selected environment, with diffs."""
+    raw = request.GET.get("history_before", "")
+    before = int(raw) if raw.isdigit() and int(raw) > 0 else None
+    try:
+        history = access.access_flag_history(request.user, state.project, state.environment,
+                                             state.key, before=before)
+    except FlagstaffError as exc:
+        return {"history": None, "history_error": str(exc), "history_before": before}
+    versions = []
+    for v in history.versions:
+        versions.append({
+            "revision": v.revision, "version": v.version, "updated_by": v.updated_by,
+            "updated_at": v.updated_at, "previous": v.previous,
+            "document_text": _pretty({k: val for k, val in v.document.items()
+                                      if k not in PLATFORM_FIELDS})
+            if isinstance(v.document, dict) else _pretty(v.document),
+            "changes": [{"path": c.path, "op": c.op,
+                         "before": _change_text(c.before, c.op not in ("added",)),
+                         "after": _change_text(c.after, c.op not in ("removed",))}
+                        for c in v.changes],
+        })
+    return {"history": {"versions": versions, "next_before": history.next_before,
+                        "compacted": history.compacted},
+            "history_error": None, "history_before": before}
 
 
 @login_required
@@ -367,6 +431,34 @@ def flag_save(request: HttpRequest, project: str, environment: str, flag: str) -
     else:
         messages.success(request, f"Saved {flag} in {environment}.")
     return HttpResponseRedirect(_flag_url(project, flag, environment))
+
+
+@login_required
+@require_POST
+def flag_rules_reorder(request: HttpRequest, project: str, environment: str, flag: str) -> HttpResponse:
+    """Save a new order of the targeting rules (move up/down, or drag), on the loaded revision."""
+    state = _load_for_write(request, project, environment, flag)
+    order = request.POST.getlist("order")
+    try:
+        expected = _expected_revision(request)
+        actions.do_reorder_rules(state, order, expected_revision=expected, actor=_actor(request))
+    except FlagConflict as exc:
+        theirs = exc.current if isinstance(exc.current, dict) else {}
+        their_ids = [r["id"] for r in _rule_rows(theirs)]
+        return _conflict_page(request, project, flag, environment, exc, kind="rules",
+                              mine=dict(state.document),
+                              extra={"mine_order": order, "theirs_order": their_ids,
+                                     "same_rules": sorted(their_ids) == sorted(order),
+                                     "differences": []})
+    except InvalidInput as exc:
+        context = _flag_context(request, project, flag, environment)
+        context.update(rules_errors=exc.errors)
+        return render(request, "flags/flag.html", context, status=400)
+    except FlagstaffError as exc:
+        messages.error(request, f"Could not reorder the rules: {exc}")
+    else:
+        messages.success(request, f"Saved the rule order of {flag} in {environment}.")
+    return HttpResponseRedirect(_flag_url(project, flag, environment) + "#rules")
 
 
 @login_required

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from flags import access, actions
 from flags.api import serializers as s
+from flags.config_tree import config_tree
 from flags.core import Actor
 from flags.engine import compile_flag
 from flags.exceptions import FieldError, InvalidInput
@@ -381,29 +382,6 @@ def _query_revision(request: Request) -> int | None:
     if not raw.isdigit():
         raise InvalidInput("must be a non-negative integer", field="expected_revision")
     return int(raw)
-
-
-def config_tree(entries: list[Any]) -> dict[str, Any]:
-    """Config entries as a tree: ``{"name", "path", "children": [...]}`` nodes, leaves with values.
-
-    A path can be a value and a folder at once (``a`` and ``a/b``): its node
-    then has both ``value`` and ``children``.
-    """
-    root: dict[str, Any] = {"name": "", "path": "", "children": []}
-    index: dict[str, dict[str, Any]] = {"": root}
-    for entry in entries:
-        parts = entry.path.split("/")
-        parent = root
-        for depth in range(1, len(parts) + 1):
-            path = "/".join(parts[:depth])
-            node = index.get(path)
-            if node is None:
-                node = {"name": parts[depth - 1], "path": path, "children": []}
-                index[path] = node
-                parent["children"].append(node)
-            parent = node
-        parent.update(value=entry.value, encoding=entry.encoding, revision=entry.revision)
-    return root
 
 
 class ConfigListView(APIView):
