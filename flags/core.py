@@ -2,8 +2,9 @@
 
 Every read and write the platform makes goes through :class:`CoreGateway`
 (``core()`` returns the process-wide one, built from the settings
-``FLAGSTAFF_ENDPOINTS``, ``FLAGSTAFF_CORE_USER``/``FLAGSTAFF_CORE_PASSWORD`` and
-``FLAGSTAFF_CORE_TIMEOUT``). It
+``FLAGSTAFF_ENDPOINTS``, ``FLAGSTAFF_CORE_USER``/``FLAGSTAFF_CORE_PASSWORD``,
+``FLAGSTAFF_CORE_TIMEOUT`` and, for TLS, ``FLAGSTAFF_CA_FILE``/``FLAGSTAFF_CERT_FILE``/
+``FLAGSTAFF_KEY_FILE``). It
 
 - keeps one :class:`consensus.client.Client` per event loop (a ``grpc.aio``
   channel belongs to the loop that made it): async code -- websocket
@@ -243,10 +244,14 @@ class CoreGateway:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 5.0,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("no core endpoints configured (FLAGSTAFF_ENDPOINTS)")
         self.endpoints = list(endpoints)
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
         self.username = username
         self.password = password
         self.timeout = timeout
@@ -263,7 +268,8 @@ class CoreGateway:
         client = self._clients.get(loop)
         if client is None:
             client = Client(
-                self.endpoints, timeout=self.timeout, username=self.username, password=self.password
+                self.endpoints, timeout=self.timeout, username=self.username, password=self.password,
+                ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,
             )
             self._clients[loop] = client
         return client
@@ -415,6 +421,9 @@ def core() -> CoreGateway:
                 username=settings.FLAGSTAFF_CORE_USER,
                 password=settings.FLAGSTAFF_CORE_PASSWORD,
                 timeout=settings.FLAGSTAFF_CORE_TIMEOUT,
+                ca_file=settings.FLAGSTAFF_CA_FILE,
+                cert_file=settings.FLAGSTAFF_CERT_FILE,
+                key_file=settings.FLAGSTAFF_KEY_FILE,
             )
         return _gateway
 

@@ -51,6 +51,7 @@ from consensus.client.kv import (
 from consensus.client.lease import KeepAlive, KeepAliveHub
 from consensus.client.transport import (
     DEFAULT_CHANNEL_OPTIONS,
+    ClientTls,
     Endpoint,
     MetadataPairs,
     Method,
@@ -119,7 +120,10 @@ class Client:
     """An asyncio etcd v3 client over ``grpc.aio`` for a list of member endpoints.
 
     ``endpoints``: ``"host:port"``, ``"http://host:port"`` or
-    ``"https://host:port"`` (TLS with the system roots). ``timeout``: the
+    ``"https://host:port"`` (TLS with the system roots, or with ``ca_file``).
+    ``ca_file``/``cert_file``/``key_file``: TLS as etcdctl's ``--cacert``,
+    ``--cert``, ``--key`` (with any of them, ``host:port`` endpoints use TLS
+    too; ``http://`` ones stay plaintext). ``timeout``: the
     default per-call deadline in seconds (None: no deadline). ``username`` and
     ``password``: authenticate on first use and send the token; re-authenticate
     once when the server calls it invalid. ``metadata``: gRPC metadata pairs
@@ -136,7 +140,15 @@ class Client:
         password: str | None = None,
         metadata: MetadataPairs = (),
         channel_options: Sequence[tuple[str, Any]] = DEFAULT_CHANNEL_OPTIONS,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
+        tls = (
+            ClientTls(ca_file or "", cert_file or "", key_file or "")
+            if ca_file or cert_file or key_file
+            else None
+        )
         self._t = Transport(
             [endpoints] if isinstance(endpoints, str) else list(endpoints),
             timeout=timeout,
@@ -144,6 +156,7 @@ class Client:
             password=password,
             metadata=metadata,
             channel_options=channel_options,
+            tls=tls,
         )
         self._watches = WatchHub(self._t)
         self._keepalives = KeepAliveHub(self._t)

@@ -103,12 +103,52 @@ def parse_endpoint(url: str) -> tuple[str, bool]:
     return text, secure
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS for the client's channels: etcdctl's ``--cacert``, ``--cert`` and ``--key``.
+
+    With a ``ClientTls``, endpoints without a scheme (``host:port``) are
+    dialled over TLS too (as etcdctl does when given ``--cacert``); an explicit
+    ``http://`` endpoint stays plaintext. ``ca_file`` verifies the members'
+    certificates (empty: the system roots); ``cert_file``/``key_file`` are
+    presented to members started with ``--client-cert-auth``.
+    """
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("a client certificate and its key go together")
+
+    def credentials(self) -> Any:
+        """The ``grpc.ChannelCredentials`` (files are read here)."""
+
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+
 class Endpoint:
     """One member's client address and its lazily created ``grpc.aio`` channel."""
 
-    def __init__(self, url: str, options: Sequence[tuple[str, Any]]) -> None:
+    def __init__(
+        self, url: str, options: Sequence[tuple[str, Any]], tls: ClientTls | None = None
+    ) -> None:
         self.url = url
         self.target, self.secure = parse_endpoint(url)
+        if tls is not None and not url.strip().startswith("http://"):
+            self.secure = True
+        self._tls = tls
         self._options = list(options)
         self._channel: Any = None
         self._methods: dict[str, Any] = {}
@@ -121,7 +161,10 @@ class Endpoint:
         """The ``grpc.aio.Channel``, created on first use (inside the running loop)."""
         if self._channel is None:
             if self.secure:
-                creds = grpc.ssl_channel_credentials()
+                creds = (
+                    self._tls.credentials() if self._tls is not None
+                    else grpc.ssl_channel_credentials()
+                )
                 self._channel = grpc.aio.secure_channel(self.target, creds, options=self._options)
             else:
                 self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
@@ -177,6 +220,7 @@ class Transport:
         password: str | None,
         metadata: MetadataPairs,
         channel_options: Sequence[tuple[str, Any]] = DEFAULT_CHANNEL_OPTIONS,
+        tls: ClientTls | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
@@ -185,7 +229,8 @@ class Transport:
         if (username is None) != (password is None):
             raise ValueError("username and password go together")
         self._channel_options = list(channel_options)
-        self.endpoints = [Endpoint(url, channel_options) for url in endpoints]
+        self.tls = tls
+        self.endpoints = [Endpoint(url, channel_options, tls) for url in endpoints]
         self.endpoints_extra: list[Endpoint] = []  # pinned by maintenance calls, not in rotation
         self.timeout = timeout
         self.metadata: tuple[tuple[str, str], ...] = tuple(metadata)
@@ -215,7 +260,7 @@ class Transport:
         for endpoint in self.endpoints:
             if endpoint.target == target:
                 return endpoint
-        extra = Endpoint(url, self._channel_options)
+        extra = Endpoint(url, self._channel_options, self.tls)
         self.endpoints_extra.append(extra)
         return extra
 

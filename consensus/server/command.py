@@ -20,6 +20,7 @@ from typing import Any
 from consensus.server import config as defaults
 from consensus.server.cluster import InitialCluster, parse_url_list
 from consensus.server.config import MemberConfig
+from consensus.server.tls import TlsFiles
 
 log = logging.getLogger("consensus.server")
 
@@ -114,9 +115,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--advertise-client-urls", default="http://localhost:2379",
         help="this member's client URLs to advertise to the rest of the cluster",
     )
+    security = parser.add_argument_group("security")
+    security.add_argument("--cert-file", default="", help="path to the client server TLS cert file")
+    security.add_argument("--key-file", default="", help="path to the client server TLS key file")
+    security.add_argument(
+        "--trusted-ca-file", default="", help="path to the client server TLS trusted CA cert file"
+    )
+    security.add_argument(
+        "--client-cert-auth", nargs="?", const="true", default="false",
+        help="enable client cert authentication (clients need a cert signed by --trusted-ca-file)",
+    )
+    security.add_argument("--peer-cert-file", default="", help="path to the peer server TLS cert file")
+    security.add_argument("--peer-key-file", default="", help="path to the peer server TLS key file")
+    security.add_argument(
+        "--peer-trusted-ca-file", default="", help="path to the peer server TLS trusted CA file"
+    )
+    security.add_argument(
+        "--peer-client-cert-auth", nargs="?", const="true", default="false",
+        help="enable peer client cert authentication",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warn", "error"),
         help="log level",
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=("text", "json"),
+        help="log lines as text, or as one JSON object per line",
     )
     # Test-only: /debug/* on the metrics listener (propose, read, membership). Hidden.
     parser.add_argument("--enable-debug-endpoints", action="store_true", help=argparse.SUPPRESS)
@@ -161,6 +185,20 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
             "--experimental-watch-progress-notify-interval",
         ),
         enable_debug_endpoints=args.enable_debug_endpoints,
+        client_tls=TlsFiles(
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            trusted_ca_file=args.trusted_ca_file,
+            client_cert_auth=defaults.parse_go_bool(args.client_cert_auth, "--client-cert-auth"),
+        ),
+        peer_tls=TlsFiles(
+            cert_file=args.peer_cert_file,
+            key_file=args.peer_key_file,
+            trusted_ca_file=args.peer_trusted_ca_file,
+            client_cert_auth=defaults.parse_go_bool(
+                args.peer_client_cert_auth, "--peer-client-cert-auth"
+            ),
+        ),
     )
     config.validate()
     from consensus.server.auto_compaction import parse_policy
@@ -174,11 +212,19 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run a member until it is stopped; the process exit code."""
-    logging.basicConfig(
-        level={"warn": logging.WARNING}.get(args.log_level, args.log_level.upper()),
-        format=f"%(asctime)s %(levelname)s [{args.name}] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    level = {"warn": logging.WARNING}.get(args.log_level, args.log_level.upper())
+    if getattr(args, "log_format", "text") == "json":
+        from consensus.json_logs import JsonFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter({"member": args.name}))
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=level,
+            format=f"%(asctime)s %(levelname)s [{args.name}] %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     try:
         config = config_from_args(args)
     except ValueError as exc:
@@ -225,14 +271,17 @@ async def serve(config: MemberConfig) -> int:
     lessor.start()
     etcd = build_etcd_server(member, fsm, config, lessor=lessor, cluster=member)
     try:
-        await etcd.start(config.listen_client_urls)
+        await etcd.start(config.listen_client_urls, config.client_tls)
     except (OSError, RuntimeError) as exc:
         log.error("could not listen on --listen-client-urls: %s", exc)
         await member.stop(transfer_leadership=False)
         return 1
     responder = HttpResponder(member_routes(member, debug=config.enable_debug_endpoints))
     try:
-        await responder.listen(config.listen_metrics_urls)
+        await responder.listen(
+            config.listen_metrics_urls,
+            config.client_tls.server_context() if config.client_tls.enabled else None,
+        )
     except OSError as exc:
         log.error("could not listen on --listen-metrics-urls: %s", exc)
         await member.stop(transfer_leadership=False)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from consensus.server.cluster import InitialCluster
+from consensus.server.cluster import InitialCluster, parse_url
+from consensus.server.tls import TlsFiles
 
 CLUSTER_STATE_NEW = "new"
 CLUSTER_STATE_EXISTING = "existing"
@@ -99,6 +100,10 @@ class MemberConfig:
     """Seconds between progress notifications to idle ``progress_notify`` watchers (etcd: 10m)."""
     # Test-only: serves /debug/* on the metrics listener (never in production).
     enable_debug_endpoints: bool = False
+    client_tls: TlsFiles = field(default_factory=TlsFiles)
+    """--cert-file, --key-file, --trusted-ca-file, --client-cert-auth (https client and metrics URLs)."""
+    peer_tls: TlsFiles = field(default_factory=TlsFiles)
+    """--peer-cert-file, --peer-key-file, --peer-trusted-ca-file, --peer-client-cert-auth."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent setting."""
@@ -132,6 +137,18 @@ class MemberConfig:
                 f"--initial-advertise-peer-urls is {','.join(self.initial_advertise_peer_urls)}"
             )
         self.initial_cluster.member_ids()  # refuses duplicate peer URLs
+        self.client_tls.validate("")
+        self.peer_tls.validate("peer-")
+        for flag, urls, tls, prefix in (
+            ("--listen-client-urls", self.listen_client_urls, self.client_tls, ""),
+            ("--listen-metrics-urls", self.listen_metrics_urls, self.client_tls, ""),
+            ("--listen-peer-urls", self.listen_peer_urls, self.peer_tls, "peer-"),
+        ):
+            for url in urls:
+                if parse_url(url).scheme == "https" and not tls.enabled:
+                    raise ValueError(
+                        f"{flag} {url} is https: --{prefix}cert-file and --{prefix}key-file are required"
+                    )
 
     @property
     def heartbeat_tick(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -61,13 +62,15 @@ class HttpResponder:
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def listen(self, urls: list[str]) -> None:
+    async def listen(self, urls: list[str], tls: ssl.SSLContext | None = None) -> None:
+        """Serve on every URL; ``https://`` ones with the server context ``tls``."""
         for url in urls:
             addr = parse_url(url)
-            if addr.scheme != "http":
-                raise ValueError(f"metrics URL {url}: only http is supported")
+            if addr.scheme == "https" and tls is None:
+                raise ValueError(f"metrics URL {url} is https but no TLS certificate is configured")
             server = await asyncio.start_server(
-                self._serve, addr.host, addr.port, reuse_address=True
+                self._serve, addr.host, addr.port, reuse_address=True,
+                ssl=tls if addr.scheme == "https" else None,
             )
             self._servers.append(server)
             for sock in server.sockets:

@@ -76,7 +76,12 @@ from consensus.server.proposal import (
     is_member_attributes,
 )
 from consensus.server.state_snapshot import StateSnapshot
-from consensus.server.transport import PeerTransport, TransportLimits, fetch_cluster_id
+from consensus.server.transport import (
+    PeerSockets,
+    PeerTransport,
+    TransportLimits,
+    fetch_cluster_id,
+)
 from consensus.storage.durable import WAL_DIR, DurableLog
 from consensus.storage.wal import WAL
 
@@ -287,6 +292,7 @@ class Member:
             self._receive,
             self,
             limits=TransportLimits(),
+            sockets=PeerSockets(self.config.peer_tls),
         )
         self._transport = transport
         self._sync_transport_peers()
@@ -331,7 +337,7 @@ class Member:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + JOIN_DISCOVERY_SECONDS
         while True:
-            found = await fetch_cluster_id(others)
+            found = await fetch_cluster_id(others, sockets=PeerSockets(self.config.peer_tls))
             if found is not None:
                 cid, answered_by = found
                 log.info("joining cluster %x (answered by member %x)", cid, answered_by)

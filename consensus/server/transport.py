@@ -32,8 +32,8 @@ Wire protocol (little-endian):
   learn a running cluster's id (a member joining with
   ``--initial-cluster-state existing``).
 
-All sockets are created by :class:`PeerSockets`, the one place TLS will be
-added (issue 3).
+All sockets are created by :class:`PeerSockets`: plain TCP for ``http://``
+peer URLs, TLS for ``https://`` ones (see :mod:`consensus.server.tls`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from consensus.server.peer_codec import (
     decode_message_with_detached_size,
     encode_message,
 )
+from consensus.server.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +119,42 @@ class TransportLimits:
 
 
 class PeerSockets:
-    """The one factory of peer sockets, dialling and listening (plain TCP now; TLS goes here later)."""
+    """The one factory of peer sockets, dialling and listening: plain TCP for ``http://``
+    peer URLs, TLS for ``https://`` ones (``tls``: ``--peer-cert-file`` and friends).
+
+    Dialling an ``https`` peer verifies its certificate against
+    ``--peer-trusted-ca-file`` and the URL's host, and presents our own
+    certificate; listening on ``https`` requires the dialler's certificate when
+    ``--peer-client-cert-auth`` is on.
+    """
+
+    def __init__(self, tls: TlsFiles | None = None) -> None:
+        self.tls = tls if tls is not None else TlsFiles()
+        self._client_ctx: ssl.SSLContext | None = None
+        self._server_ctx: ssl.SSLContext | None = None
+
+    def _client_context(self, addr: HostPort) -> ssl.SSLContext:
+        if self._client_ctx is None:
+            if not self.tls.trusted_ca_file and not self.tls.enabled:
+                raise ConnectionError(
+                    f"peer URL {addr} is https: --peer-trusted-ca-file (and a peer cert) is needed"
+                )
+            self._client_ctx = self.tls.client_context()
+        return self._client_ctx
 
     async def open_connection(
         self, addr: HostPort, timeout: float
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if addr.scheme != "http":
-            raise ConnectionError(f"peer URL scheme {addr.scheme!r} is not supported yet (TLS)")
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(addr.host, addr.port), timeout
-        )
+        if addr.scheme == "https":
+            ctx = self._client_context(addr)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(addr.host, addr.port, ssl=ctx, server_hostname=addr.host),
+                timeout,
+            )
+        else:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(addr.host, addr.port), timeout
+            )
         _set_nodelay(writer)
         return reader, writer
 
@@ -135,14 +163,21 @@ class PeerSockets:
         addr: HostPort,
         on_connection: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
     ) -> asyncio.Server:
-        if addr.scheme != "http":
-            raise ValueError(f"peer URL scheme {addr.scheme!r} is not supported yet (TLS)")
+        ctx: ssl.SSLContext | None = None
+        if addr.scheme == "https":
+            if not self.tls.enabled:
+                raise ValueError(f"peer URL {addr} is https: --peer-cert-file/--peer-key-file needed")
+            if self._server_ctx is None:
+                self._server_ctx = self.tls.server_context()
+            ctx = self._server_ctx
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             _set_nodelay(writer)
             await on_connection(reader, writer)
 
-        return await asyncio.start_server(accepted, addr.host, addr.port, reuse_address=True)
+        return await asyncio.start_server(
+            accepted, addr.host, addr.port, reuse_address=True, ssl=ctx
+        )
 
 
 def _set_nodelay(writer: asyncio.StreamWriter) -> None:

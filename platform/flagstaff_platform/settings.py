@@ -138,6 +138,11 @@ FLAGSTAFF_CORE_USER = os.environ.get("FLAGSTAFF_CORE_USER") or None
 FLAGSTAFF_CORE_PASSWORD = os.environ.get("FLAGSTAFF_CORE_PASSWORD") or None
 FLAGSTAFF_CORE_TIMEOUT = float(os.environ.get("FLAGSTAFF_CORE_TIMEOUT", "5"))
 """Seconds one call to the core may take (reads are retried on other members within it)."""
+FLAGSTAFF_CA_FILE = os.environ.get("FLAGSTAFF_CA_FILE") or None
+"""PEM CA that signed the members' client certificates: the core is then reached over TLS."""
+FLAGSTAFF_CERT_FILE = os.environ.get("FLAGSTAFF_CERT_FILE") or None
+FLAGSTAFF_KEY_FILE = os.environ.get("FLAGSTAFF_KEY_FILE") or None
+"""The platform's client certificate and key, for members started with ``--client-cert-auth``."""
 FLAGSTAFF_LIVE_HEARTBEAT_SECONDS = float(os.environ.get("FLAGSTAFF_LIVE_HEARTBEAT_SECONDS", "5"))
 """Seconds between live-update heartbeats on each websocket subscription (``flags.live``)."""
 
