@@ -33,3 +33,15 @@ def run_schedules(prefix: str = "/schedules/") -> list[str]:
 
     return [f"{o.schedule.core_key if o.schedule else '?'}: {o.what}"
             for o in run_due_schedules(prefix=prefix)]
+
+
+@shared_task(name="flags.tasks.backup_core")
+def backup_core() -> dict[str, Any]:
+    """Take a scheduled backup into FLAGSTAFF_BACKUP_DIR and prune to FLAGSTAFF_BACKUP_KEEP."""
+    from django.conf import settings
+
+    from flags.cluster import SCHEDULED_BACKUPS, do_backup_now, prune_backups
+
+    taken = do_backup_now(settings.FLAGSTAFF_BACKUP_DIR, actor=SCHEDULED_BACKUPS)
+    removed = prune_backups(settings.FLAGSTAFF_BACKUP_DIR, settings.FLAGSTAFF_BACKUP_KEEP)
+    return {"path": str(taken.path), "revision": taken.revision, "pruned": [str(p) for p in removed]}

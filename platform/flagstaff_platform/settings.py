@@ -188,6 +188,31 @@ CELERY_BEAT_SCHEDULE: dict[str, Any] = {
 }
 CELERY_TIMEZONE = "UTC"
 
+# -- operations: schedules, webhooks, backups, stale flags (docs/operations.md) ----------------
+
+FLAGSTAFF_BACKUP_DIR = Path(os.environ.get("FLAGSTAFF_BACKUP_DIR", VAR_DIR / "backups"))
+"""Where the cluster page's and the scheduled backups are written (``flags.cluster``)."""
+FLAGSTAFF_BACKUP_INTERVAL_SECONDS = float(os.environ.get("FLAGSTAFF_BACKUP_INTERVAL_SECONDS", "86400"))
+"""Seconds between scheduled backups (0: none)."""
+FLAGSTAFF_BACKUP_KEEP = int(os.environ.get("FLAGSTAFF_BACKUP_KEEP", "14"))
+"""How many backups the scheduled task keeps (the newest)."""
+if FLAGSTAFF_BACKUP_INTERVAL_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE["backups"] = {"task": "flags.tasks.backup_core",
+                                       "schedule": FLAGSTAFF_BACKUP_INTERVAL_SECONDS}
+FLAGSTAFF_WEBHOOK_TICK_SECONDS = float(os.environ.get("FLAGSTAFF_WEBHOOK_TICK_SECONDS", "2"))
+FLAGSTAFF_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("FLAGSTAFF_WEBHOOK_BACKOFF_SECONDS", "10"))
+"""A failed delivery is retried after this, doubling on each further failure."""
+FLAGSTAFF_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("FLAGSTAFF_WEBHOOK_MAX_ATTEMPTS", "8"))
+FLAGSTAFF_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("FLAGSTAFF_WEBHOOK_TIMEOUT_SECONDS", "10"))
+CELERY_BEAT_SCHEDULE["webhooks"] = {"task": "flags.tasks.run_webhooks",
+                                    "schedule": FLAGSTAFF_WEBHOOK_TICK_SECONDS}
+FLAGSTAFF_STALE_UNCHANGED_SECONDS = float(os.environ.get("FLAGSTAFF_STALE_UNCHANGED_SECONDS",
+                                                         str(30 * 86400)))
+"""A flag not changed for this long is marked potentially stale in the flag list."""
+FLAGSTAFF_STALE_UNEVALUATED_SECONDS = float(os.environ.get("FLAGSTAFF_STALE_UNEVALUATED_SECONDS",
+                                                           str(7 * 86400)))
+"""A flag no SDK reported evaluating for this long is marked potentially stale."""
+
 # -- REST API --------------------------------------------------------------------------------
 
 REST_FRAMEWORK: dict[str, Any] = {
