@@ -83,8 +83,7 @@ def access_environments(user: Any, project: str) -> list[Environment]:
     return [
         Environment.from_entry(e)
         for e in listing.entries
-        if keyspace.is_key(keyspace.last_segment(e.key))
-        and has_permission(user, Perm.READ, keyspace.flags_prefix(project, keyspace.last_segment(e.key)))
+        if keyspace.is_key(keyspace.last_segment(e.key)) and has_permission(user, Perm.READ, e.key)
     ]
 
 
@@ -94,7 +93,9 @@ def access_environment(
     missing = _environment_missing(project, environment)
     if not (keyspace.is_key(project) and keyspace.is_key(environment)):
         raise NotFound(missing)
-    _require(user, perm, keyspace.flags_prefix(project, environment), missing)
+    # The record is visible to whoever may read something in the environment; changing it
+    # needs a grant covering all of it (flags.permissions).
+    _require(user, perm, keyspace.environment_key(project, environment), missing)
     entry = core().get(keyspace.environment_key(project, environment))
     if entry is None:
         raise NotFound(missing)
@@ -192,15 +193,22 @@ def _flag_overviews(
     else:
         entries = core().list(prefix).entries
     overviews: dict[str, FlagOverview] = {}
+    hidden = False
     for entry in entries:
         parts = keyspace.split_flag_key(entry.key)
-        if parts is None or not has_permission(user, Perm.READ, entry.key):
+        if parts is None:
+            continue
+        if not has_permission(user, Perm.READ, entry.key):
+            hidden = True
             continue
         if perm is not Perm.READ and not has_permission(user, perm, entry.key):
             raise AccessDenied(f"you may not change {entry.key}")
         state = FlagState.from_entry(entry)
         overview = overviews.setdefault(state.key, FlagOverview(project, state.key))
         overview.states[state.environment] = state
+    if hidden and perm is not Perm.READ and flag is not None and overviews:
+        # A whole-flag action (kill switch, delete) also reaches environments the user cannot see.
+        raise AccessDenied(f"you may not change flag {flag!r} in every environment of {project!r}")
     return [overviews[k] for k in sorted(overviews)]
 
 

@@ -150,27 +150,58 @@ def _is_token(principal: Any) -> bool:
     return isinstance(principal, ApiToken)
 
 
+_generation = [0]
+"""Bumped whenever grants may have changed in this process (``flags.apps`` connects the signals)."""
+CACHE_ATTRIBUTE = "_flagstaff_permission_checker"
+
+
+def grants_changed(**kwargs: Any) -> None:
+    """Forget every cached checker in this process (a signal receiver: grants or accounts changed)."""
+    _generation[0] += 1
+
+
+def forget_cached_permissions(principal: Any) -> None:
+    """Drop ``principal``'s cached checker (another process changed grants: a websocket re-checks)."""
+    if principal is not None:
+        principal.__dict__.pop(CACHE_ATTRIBUTE, None)
+
+
 def permission_checker(principal: Any) -> PermissionChecker:
-    """The grants of ``principal`` (a Django user, an ``ApiToken``, or None/anonymous), loaded now."""
-    if principal is None:
+    """The grants of ``principal`` (a Django user, an ``ApiToken``, or None/anonymous).
+
+    Cached on the principal object until grants change in this process: a
+    request's user is loaded per request, and long-lived websocket principals
+    are refreshed when an access change is broadcast.
+    """
+    if principal is None or not (getattr(principal, "is_authenticated", False)
+                                 and getattr(principal, "is_active", False)):
         return PermissionChecker.nothing()
+    generation = _generation[0]
+    cached = principal.__dict__.get(CACHE_ATTRIBUTE) if hasattr(principal, "__dict__") else None
+    if cached is not None and cached[0] == generation:
+        return cached[1]  # type: ignore[no-any-return]
+    checker = _load_checker(principal)
+    if hasattr(principal, "__dict__"):
+        principal.__dict__[CACHE_ATTRIBUTE] = (generation, checker)
+    return checker
+
+
+def _load_checker(principal: Any) -> PermissionChecker:
     if _is_token(principal):
         from flags.tokens import token_grants
 
-        if not principal.is_active:
-            return PermissionChecker.nothing()
         return PermissionChecker(token_grants(principal),
                                  limit=permission_checker(principal.created_by))
-    if not (getattr(principal, "is_authenticated", False) and getattr(principal, "is_active", False)):
-        return PermissionChecker.nothing()
     if getattr(principal, "is_superuser", False):
         return PermissionChecker((), everything=True)
     return PermissionChecker(user_grants(principal))
 
 
 def user_grants(user: Any) -> list[Grant]:
-    """A person's grants (every active, authenticated user may do everything until namespaces exist)."""
-    return [Grant("/", ALL_PERMS)]
+    """A person's grants: guardian permissions on namespaces, to them and to their groups."""
+    from flags.namespaces import grants_of_user
+
+    return grants_of_user(user)
 
 
 def has_permission(principal: Any, perm: Perm, key: str) -> bool:

@@ -91,7 +91,7 @@ class ProjectDetailView(APIView):
 
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request: Request, project: str) -> Response:
-        record = access.access_project(request.user, project, perm=Perm.WRITE)
+        record = access.access_project(request.user, project, perm=Perm.DELETE)
         actions.do_delete_project(record, actor=_actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -125,7 +125,7 @@ class EnvironmentDetailView(APIView):
 
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request: Request, project: str, environment: str) -> Response:
-        env = access.access_environment(request.user, project, environment, perm=Perm.WRITE)
+        env = access.access_environment(request.user, project, environment, perm=Perm.DELETE)
         actions.do_delete_environment(env, actor=_actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -181,7 +181,7 @@ class FlagDetailView(APIView):
     @extend_schema(responses={204: None, **CONFLICT},
                    description="Delete the flag from every environment (one transaction).")
     def delete(self, request: Request, project: str, flag: str) -> Response:
-        access.access_flag_overview(request.user, project, flag, perm=Perm.WRITE)
+        access.access_flag_overview(request.user, project, flag, perm=Perm.DELETE)
         actions.do_delete_flag(project, flag, actor=_actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -366,7 +366,7 @@ class SegmentDetailView(APIView):
         responses={204: None, **CONFLICT},
     )
     def delete(self, request: Request, project: str, environment: str, segment: str) -> Response:
-        record = access.access_segment(request.user, project, environment, segment, perm=Perm.WRITE)
+        record = access.access_segment(request.user, project, environment, segment, perm=Perm.DELETE)
         actions.do_delete_segment(record, expected_revision=_query_revision(request),
                                   actor=_actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -429,7 +429,7 @@ class ConfigDetailView(APIView):
         responses={204: None, **CONFLICT},
     )
     def delete(self, request: Request, path: str) -> Response:
-        access.check_config_access(request.user, path, Perm.WRITE)
+        access.check_config_access(request.user, path, Perm.DELETE)
         actions.do_delete_config(path, expected_revision=_query_revision(request),
                                  actor=_actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

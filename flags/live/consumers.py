@@ -29,7 +29,7 @@ from flags.exceptions import FlagstaffError
 from flags.live import protocol
 from flags.live.access_events import ACCESS_GROUP
 from flags.live.relay import Relay, get_relay
-from flags.permissions import Perm, has_permission
+from flags.permissions import Perm, forget_cached_permissions, has_permission
 from flags.tokens import ApiToken, authenticate_token
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def authenticate_scope(scope: dict[str, Any]) -> bool:
 
 def refresh_principal(scope: dict[str, Any]) -> bool:
     """Reload the connection's principal from the database; False when it is no longer usable."""
+    forget_cached_permissions(scope.get("user"))
     token = scope.get("token")
     if isinstance(token, ApiToken):
         fresh = ApiToken.objects.select_related("created_by").filter(pk=token.pk).first()

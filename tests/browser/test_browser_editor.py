@@ -46,9 +46,13 @@ def project(web_server: str, new_key: Callable[[str], str]) -> str:
 
 @pytest.fixture
 def people(django_user_model: Any) -> dict[str, tuple[str, str]]:
-    """alice and bob, with their passwords (committed: daphne's process must see them)."""
+    """alice and bob, editors of everything, with their passwords (committed: daphne's process must see them)."""
+    from flags.namespaces import do_grant, ensure_namespace
+    from flags.permissions import Perm
+
     for name in ("alice", "bob"):
-        django_user_model.objects.create_user(name, password=f"{name}-password")
+        person = django_user_model.objects.create_user(name, password=f"{name}-password")
+        do_grant(ensure_namespace("/"), [Perm.READ, Perm.WRITE, Perm.DELETE], to=person, by=None)
     return {name: (name, f"{name}-password") for name in ("alice", "bob")}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from platform_support import boolean_flag
+from platform_support import boolean_flag, grant_editor
 from rest_framework.test import APIClient
 
 from flags.core import core, reset_core
@@ -56,9 +56,12 @@ def new_key() -> Callable[[str], str]:
 
 @pytest.fixture
 def user(db: Any) -> Any:
+    """alice: an editor (view, edit, delete) of the whole key space."""
     from django.contrib.auth import get_user_model
 
-    return get_user_model().objects.create_user("alice", password="alice-password")
+    alice = get_user_model().objects.create_user("alice", password="alice-password")
+    grant_editor(alice)
+    return alice
 
 
 @pytest.fixture
@@ -78,7 +81,7 @@ def other_api(core_cluster: Cluster, db: Any) -> APIClient:
     """A second person (bob), logged in with a session: the concurrent editor."""
     from django.contrib.auth import get_user_model
 
-    get_user_model().objects.create_user("bob", password="bob-password")
+    grant_editor(get_user_model().objects.create_user("bob", password="bob-password"))
     client = APIClient(enforce_csrf_checks=False)
     assert client.login(username="bob", password="bob-password")
     return client

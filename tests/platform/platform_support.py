@@ -1,4 +1,4 @@
-"""Helpers of the platform tests: flag documents, the core's revision, the real etcdctl."""
+"""Helpers of the platform tests: flag documents, grants, the core's revision, the real etcdctl."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def boolean_flag(key: str, **overrides: Any) -> dict[str, Any]:
     }
     doc.update(overrides)
     return doc
+
+
+def grant_editor(person: Any, prefix: str = "/") -> None:
+    """Give ``person`` view, edit and delete on ``prefix`` (the whole key space by default)."""
+    from flags.namespaces import do_grant, ensure_namespace
+    from flags.permissions import Perm
+
+    do_grant(ensure_namespace(prefix), [Perm.READ, Perm.WRITE, Perm.DELETE], to=person, by=None)
 
 
 def core_revision() -> int:

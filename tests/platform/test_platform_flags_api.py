@@ -230,7 +230,7 @@ def test_evaluate_preview_runs_the_engine(api: APIClient, project: str, flag: st
 
 
 def test_concurrent_saves_from_the_same_revision_let_exactly_one_win(
-    api: APIClient, project: str, flag: str
+    api: APIClient, user: Any, project: str, flag: str
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -239,7 +239,7 @@ def test_concurrent_saves_from_the_same_revision_let_exactly_one_win(
     from flags.core import Actor
     from flags.exceptions import FlagConflict
 
-    state = access_flag(_Anyone(), project, "staging", flag)
+    state = access_flag(user, project, "staging", flag)
 
     def save(i: int) -> str:
         doc = dict(state.document, name=f"editor {i}")
@@ -256,9 +256,3 @@ def test_concurrent_saves_from_the_same_revision_let_exactly_one_win(
     stored, revision = _stored(project, "staging", flag)
     assert stored["version"] == 2 and revision > state.revision
 
-
-class _Anyone:
-    """A user every permission check accepts."""
-
-    is_authenticated = True
-    is_active = True

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
-from platform_support import boolean_flag, core_revision, etcdctl
+from platform_support import boolean_flag, core_revision, etcdctl, grant_editor
 from rest_framework.test import APIClient
 
 from flags import keyspace
@@ -103,7 +103,7 @@ def test_openapi_schema(api: APIClient) -> None:
 
 
 def test_login_page_and_session(core_cluster: Cluster, db: Any) -> None:
-    get_user_model().objects.create_user("dana", password="dana-password")
+    grant_editor(get_user_model().objects.create_user("dana", password="dana-password"))
     browser = Client(enforce_csrf_checks=True)
     assert browser.get("/").status_code == 302
     page = browser.get("/accounts/login/")

@@ -1,0 +1,292 @@
+"""Namespaces: key prefixes that people and groups are granted view, edit, delete or manage on.
+
+A :class:`Namespace` is one prefix of the core's key space (``/flags/checkout/``,
+``/config/payments/``, ``/`` for everything); grants are django-guardian object
+permissions on it, to users and to groups. ``flags.permissions`` turns them
+into the one check; this module holds the model, the actions that change
+grants (``do_*``: validated, recorded in the audit log, broadcast so open
+websockets re-check at once) and the reads the management pages show.
+
+No privilege escalation: creating or deleting a namespace, and granting or
+revoking on one, needs *manage* on its prefix (or on a prefix above it), and a
+person can grant only permissions they hold there themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
+from django.db import models, transaction
+from django.utils import timezone
+
+from flags.exceptions import AccessDenied, AlreadyExists, InvalidInput, NotFound
+from flags.permissions import Grant, Perm, has_permission, permission_checker
+
+MAX_PREFIX_LENGTH = 512
+
+CODENAMES: dict[Perm, str] = {
+    Perm.READ: "view_namespace",
+    Perm.WRITE: "change_namespace",
+    Perm.DELETE: "delete_namespace",
+    Perm.MANAGE: "manage_namespace",
+}
+"""The guardian permission codename of each grantable :class:`Perm` (evaluate is implied by view)."""
+PERMS_BY_CODENAME = {codename: perm for perm, codename in CODENAMES.items()}
+GRANTABLE: tuple[Perm, ...] = (Perm.READ, Perm.WRITE, Perm.DELETE, Perm.MANAGE)
+LABELS = {Perm.READ: "view", Perm.WRITE: "edit", Perm.DELETE: "delete",
+          Perm.MANAGE: "manage permissions"}
+
+
+class Namespace(models.Model):
+    """One key prefix grants are given on (ends in ``/``; ``/`` is the whole key space)."""
+
+    prefix = models.CharField(max_length=MAX_PREFIX_LENGTH, unique=True)
+    description = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                   blank=True, related_name="+")
+
+    class Meta:
+        app_label = "flags"
+        ordering = ["prefix"]
+        permissions = [("manage_namespace", "Can manage permissions on the namespace")]
+
+    def __str__(self) -> str:
+        return self.prefix
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be a namespace, or None."""
+    if not prefix.startswith("/") or not prefix.endswith("/"):
+        return "a namespace is a key prefix that starts and ends with /"
+    if "//" in prefix or len(prefix) > MAX_PREFIX_LENGTH:
+        return "a namespace has no empty segments and at most 512 characters"
+    if not prefix.isprintable() or any(c.isspace() for c in prefix):
+        return "a namespace has no spaces or control characters"
+    return None
+
+
+# -- reading grants -----------------------------------------------------------------------------
+
+
+def _content_type() -> ContentType:
+    return ContentType.objects.get_for_model(Namespace)
+
+
+def grants_of_user(user: Any) -> list[Grant]:
+    """Every grant a person holds, directly or through a group (one query each), as prefixes."""
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    ct = _content_type()
+    perms: dict[str, set[Perm]] = {}
+    rows = [
+        *UserObjectPermission.objects.filter(user=user, content_type=ct)
+        .values_list("object_pk", "permission__codename"),
+        *GroupObjectPermission.objects.filter(group__user=user, content_type=ct)
+        .values_list("object_pk", "permission__codename"),
+    ]
+    for object_pk, codename in rows:
+        if codename in PERMS_BY_CODENAME:
+            perms.setdefault(str(object_pk), set()).add(PERMS_BY_CODENAME[codename])
+    prefixes = dict(Namespace.objects.filter(pk__in=[int(pk) for pk in perms])
+                    .values_list("pk", "prefix"))
+    return [Grant(prefixes[int(pk)], frozenset(p)) for pk, p in perms.items()
+            if int(pk) in prefixes]
+
+
+@dataclass(slots=True)
+class Holder:
+    """Who holds what on one namespace: a user or a group, and its permissions there."""
+
+    kind: str
+    """``user`` or ``group``."""
+    name: str
+    pk: int
+    perms: set[Perm] = field(default_factory=set)
+
+    @property
+    def labels(self) -> list[str]:
+        return [LABELS[p] for p in GRANTABLE if p in self.perms]
+
+
+def holders(namespace: Namespace) -> list[Holder]:
+    """The users and groups granted something on ``namespace`` (users first, by name)."""
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    ct = _content_type()
+    out: dict[tuple[str, int], Holder] = {}
+    for pk, name, codename in UserObjectPermission.objects.filter(
+            content_type=ct, object_pk=str(namespace.pk)).values_list(
+            "user_id", "user__username", "permission__codename"):
+        if codename in PERMS_BY_CODENAME:
+            out.setdefault(("user", pk), Holder("user", name, pk)).perms.add(
+                PERMS_BY_CODENAME[codename])
+    for pk, name, codename in GroupObjectPermission.objects.filter(
+            content_type=ct, object_pk=str(namespace.pk)).values_list(
+            "group_id", "group__name", "permission__codename"):
+        if codename in PERMS_BY_CODENAME:
+            out.setdefault(("group", pk), Holder("group", name, pk)).perms.add(
+                PERMS_BY_CODENAME[codename])
+    return sorted(out.values(), key=lambda h: (h.kind != "user", h.name))
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveGrant:
+    """One line of a person's effective access: a prefix, what it allows, and where it comes from."""
+
+    prefix: str
+    perms: tuple[Perm, ...]
+    via: str
+    """``direct`` or ``group <name>``."""
+
+    @property
+    def labels(self) -> list[str]:
+        return [LABELS[p] for p in self.perms]
+
+
+def effective_access(user: Any) -> list[EffectiveGrant]:
+    """Everything ``user`` may do, grant by grant with its source (superusers: everything)."""
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    if getattr(user, "is_superuser", False):
+        return [EffectiveGrant("/", GRANTABLE, "superuser")]
+    ct = _content_type()
+    found: dict[tuple[str, str], set[Perm]] = {}
+    for pk, codename in UserObjectPermission.objects.filter(user=user, content_type=ct) \
+            .values_list("object_pk", "permission__codename"):
+        if codename in PERMS_BY_CODENAME:
+            found.setdefault((pk, "direct"), set()).add(PERMS_BY_CODENAME[codename])
+    for pk, group, codename in GroupObjectPermission.objects.filter(
+            group__user=user, content_type=ct).values_list(
+            "object_pk", "group__name", "permission__codename"):
+        if codename in PERMS_BY_CODENAME:
+            found.setdefault((pk, f"group {group}"), set()).add(PERMS_BY_CODENAME[codename])
+    prefixes = dict(Namespace.objects.filter(pk__in=[int(pk) for pk, _ in found])
+                    .values_list("pk", "prefix"))
+    out = [EffectiveGrant(prefixes[int(pk)], tuple(p for p in GRANTABLE if p in perms), via)
+           for (pk, via), perms in found.items() if int(pk) in prefixes]
+    return sorted(out, key=lambda g: (g.prefix, g.via))
+
+
+def access_namespaces(user: Any) -> list[Namespace]:
+    """The namespaces ``user`` may see on the management pages: those under a prefix they manage."""
+    checker = permission_checker(user)
+    return [n for n in Namespace.objects.all() if checker.allows(Perm.MANAGE, n.prefix)]
+
+
+def access_namespace(user: Any, namespace_id: int) -> Namespace:
+    """One namespace ``user`` manages (NotFound otherwise, as for a missing one)."""
+    namespace = Namespace.objects.filter(pk=namespace_id).first()
+    if namespace is None or not has_permission(user, Perm.MANAGE, namespace.prefix):
+        raise NotFound("no such namespace")
+    return namespace
+
+
+# -- actions ------------------------------------------------------------------------------------
+
+
+def _check_manager(by: Any | None, prefix: str) -> None:
+    if by is not None and not has_permission(by, Perm.MANAGE, prefix):
+        raise AccessDenied(f"you may not manage permissions on {prefix}")
+
+
+def do_create_namespace(*, prefix: str, description: str = "", by: Any | None) -> Namespace:
+    """Create a namespace; ``by`` must manage a prefix above it (None: the platform itself)."""
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise InvalidInput(problem, field="prefix")
+    _check_manager(by, prefix)
+    if Namespace.objects.filter(prefix=prefix).exists():
+        raise AlreadyExists(f"namespace {prefix} exists", field="prefix")
+    namespace = Namespace.objects.create(prefix=prefix, description=description.strip()[:500],
+                                         created_by=by)
+    _record(by, "namespace.create", {"namespace": prefix})
+    return namespace
+
+
+def do_delete_namespace(namespace: Namespace, *, by: Any | None) -> None:
+    """Delete a namespace and every grant on it (takes effect at once, on open websockets too)."""
+    _check_manager(by, namespace.prefix)
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    ct = _content_type()
+    with transaction.atomic():
+        UserObjectPermission.objects.filter(content_type=ct, object_pk=str(namespace.pk)).delete()
+        GroupObjectPermission.objects.filter(content_type=ct, object_pk=str(namespace.pk)).delete()
+        namespace.delete()
+    _record(by, "namespace.delete", {"namespace": namespace.prefix})
+    _changed()
+
+
+def _principal_label(to: Any) -> str:
+    return f"group:{to.name}" if isinstance(to, Group) else f"user:{to.get_username()}"
+
+
+def do_grant(namespace: Namespace, perms: Iterable[Perm], *, to: Any, by: Any | None) -> None:
+    """Grant ``perms`` on ``namespace`` to a user or group.
+
+    ``by`` must manage the namespace and hold each permission there itself
+    (None: the platform itself, e.g. ``ensure_admin`` or a test fixture).
+    """
+    perms = list(dict.fromkeys(Perm(p) for p in perms))
+    if not perms or any(p not in CODENAMES for p in perms):
+        raise InvalidInput("grant one or more of view, edit, delete, manage", field="perms")
+    _check_manager(by, namespace.prefix)
+    for perm in perms:
+        if by is not None and not has_permission(by, perm, namespace.prefix):
+            raise AccessDenied(f"you may grant only what you hold: you may not "
+                               f"{LABELS[perm]} on {namespace.prefix}")
+    from guardian.shortcuts import assign_perm
+
+    with transaction.atomic():
+        for perm in perms:
+            assign_perm(f"flags.{CODENAMES[perm]}", to, namespace)
+    _record(by, "permission.grant", {"namespace": namespace.prefix, "to": _principal_label(to),
+                                     "perms": [p.value for p in perms]})
+    _changed()
+
+
+def do_revoke(namespace: Namespace, perms: Iterable[Perm], *, frm: Any, by: Any | None) -> None:
+    """Take ``perms`` on ``namespace`` from a user or group (``by`` must manage it)."""
+    perms = list(dict.fromkeys(Perm(p) for p in perms))
+    if not perms or any(p not in CODENAMES for p in perms):
+        raise InvalidInput("revoke one or more of view, edit, delete, manage", field="perms")
+    _check_manager(by, namespace.prefix)
+    from guardian.shortcuts import remove_perm
+
+    with transaction.atomic():
+        for perm in perms:
+            remove_perm(f"flags.{CODENAMES[perm]}", frm, namespace)
+    _record(by, "permission.revoke", {"namespace": namespace.prefix, "from": _principal_label(frm),
+                                      "perms": [p.value for p in perms]})
+    _changed()
+
+
+def ensure_namespace(prefix: str, *, description: str = "") -> Namespace:
+    """The namespace for ``prefix``, created by the platform itself if missing (no checks)."""
+    namespace, _ = Namespace.objects.get_or_create(prefix=prefix,
+                                                   defaults={"description": description})
+    return namespace
+
+
+def _record(by: Any | None, action: str, detail: dict[str, Any]) -> None:
+    """Hand a permission change to the platform audit log (``flags.audit``), when that exists."""
+    try:
+        from flags import audit  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        return
+    record = getattr(audit, "record_platform_event", None)
+    if record is not None:
+        actor = "system:platform" if by is None else f"user:{by.get_username()}"
+        record(actor=actor, action=action, detail=detail)
+
+
+def _changed() -> None:
+    from flags.live.access_events import announce_access_change
+
+    announce_access_change()
