@@ -89,9 +89,10 @@
             row.dataset.revision = String(msg.revision);
             var rev = row.querySelector(".revision");
             if (rev) rev.textContent = "r" + msg.revision + " (changed)";
+            showWhoChanged(row, change, msg);
           }
           if (msg.environment === page.selected) {
-            var who = msg.actor ? " by " + msg.actor : " by someone else";
+            var who = " by " + changedBy(change, msg);
             live.notify("This flag was changed in " + msg.environment + who + " (revision r" +
                         msg.revision + "). Reload to see the change; saving now shows a conflict.");
             document.body.dataset.liveRevision = String(msg.revision);
@@ -100,6 +101,7 @@
           var cell = document.querySelector('tr[data-flag="' + change.flag + '"] td[data-environment="' +
                                             msg.environment + '"]');
           if (cell) live.setSwitch(cell, on);
+          showWhoChanged(document.querySelector('tr[data-flag="' + change.flag + '"]'), change, msg);
         }
       });
     },
@@ -132,7 +134,105 @@
   window.Flagstaff = window.Flagstaff || {};
   window.Flagstaff.live = live;
 
-  function start() { syncRollout(); confirmKillSwitch(); live.connect(); }
+  /* Who made a live change: the document's platform-stamped `updated_by`
+   * (docs/flags.md), else the event's actor, else "someone else". */
+  function changedBy(change, msg) {
+    var doc = change && change.doc;
+    if (doc && typeof doc.updated_by === "string" && doc.updated_by) return doc.updated_by;
+    return msg.actor || "someone else";
+  }
+
+  /* Show "changed by <who>" in a flag list row (.last-change) or an environment
+   * row of the flag page (.updated-by), as text (never markup). */
+  function showWhoChanged(scope, change, msg) {
+    if (!scope) return;
+    var who = changedBy(change, msg);
+    var last = scope.querySelector(".last-change");
+    if (last) {
+      last.textContent = "changed by ";
+      var span = document.createElement("span");
+      span.className = "updated-by";
+      span.textContent = who;
+      last.appendChild(span);
+      last.appendChild(document.createTextNode(" in " + msg.environment));
+      last.classList.add("live");
+      return;
+    }
+    var cell = scope.querySelector(".revision");
+    if (!cell) return;
+    var by = scope.querySelector(".updated-by");
+    if (!by) {
+      by = document.createElement("span");
+      by.className = "updated-by";
+      cell.parentNode.appendChild(document.createTextNode(" "));
+      cell.parentNode.appendChild(by);
+    }
+    by.textContent = "by " + who;
+  }
+
+  /* Rules reorder by dragging too (the up/down buttons work without JavaScript):
+   * dropping a rule on another puts it in that place and saves the new order
+   * through the hidden form, which carries the revision the page loaded. */
+  function dragRules() {
+    var form = document.querySelector("form.rules-order");
+    var list = document.querySelector("ol.rules");
+    if (!form || !list) return;
+    var dragged = null;
+    list.querySelectorAll("li.rule[data-rule-id]").forEach(function (item) {
+      item.setAttribute("draggable", "true");
+      item.addEventListener("dragstart", function (event) {
+        dragged = item;
+        item.classList.add("dragging");
+        if (event.dataTransfer) {
+          event.dataTransfer.effectAllowed = "move";
+          event.dataTransfer.setData("text/plain", item.dataset.ruleId);
+        }
+      });
+      item.addEventListener("dragend", function () {
+        item.classList.remove("dragging");
+        list.querySelectorAll(".drop-target").forEach(function (el) { el.classList.remove("drop-target"); });
+      });
+      item.addEventListener("dragover", function (event) {
+        if (!dragged || dragged === item) return;
+        event.preventDefault();
+        item.classList.add("drop-target");
+      });
+      item.addEventListener("dragleave", function () { item.classList.remove("drop-target"); });
+      item.addEventListener("drop", function (event) {
+        event.preventDefault();
+        if (!dragged || dragged === item) return;
+        var items = Array.prototype.slice.call(list.querySelectorAll("li.rule[data-rule-id]"));
+        var from = items.indexOf(dragged), to = items.indexOf(item);
+        list.insertBefore(dragged, from < to ? item.nextSibling : item);
+        form.querySelectorAll('input[name="order"]').forEach(function (el) { el.remove(); });
+        list.querySelectorAll("li.rule[data-rule-id]").forEach(function (rule) {
+          var input = document.createElement("input");
+          input.type = "hidden";
+          input.name = "order";
+          input.value = rule.dataset.ruleId;
+          form.appendChild(input);
+        });
+        form.submit();
+      });
+    });
+  }
+
+  /* The config tree: expand/collapse all folders; deleting a key asks first. */
+  function configTree() {
+    document.querySelectorAll("button.expand-all, button.collapse-all").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var open = button.classList.contains("expand-all");
+        document.querySelectorAll("ul.config-tree details").forEach(function (d) { d.open = open; });
+      });
+    });
+    document.querySelectorAll("form.config-delete").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.dataset.confirm || "Delete this key?")) event.preventDefault();
+      });
+    });
+  }
+
+  function start() { syncRollout(); confirmKillSwitch(); dragRules(); configTree(); live.connect(); }
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", start);
   } else {
