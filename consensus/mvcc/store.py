@@ -140,6 +140,11 @@ class KVStore:
         return self._keyspace.size_bytes + LEASE_OVERHEAD * len(self._leases)
 
     @property
+    def key_count(self) -> int:
+        """How many keys exist now (metrics)."""
+        return self._keyspace.live_count
+
+    @property
     def leases(self) -> LeaseTable:
         """The lease table, for queries; change it only through the store's lease methods."""
         return self._leases

@@ -257,7 +257,7 @@ async def serve(config: MemberConfig) -> int:
     from consensus.server.lessor import Lessor, LessorConfig
     from consensus.server.member import Member
     from consensus.server.member_tasks import start_member_tasks
-    from consensus.server.metrics_endpoints import member_routes
+    from consensus.server.metrics_endpoints import member_routes, store_gauges
 
     fsm = EtcdStateMachine(min_lease_ttl=min_lease_ttl_seconds(config.election_timeout_ms))
     member = Member(config, fsm=fsm)
@@ -276,7 +276,13 @@ async def serve(config: MemberConfig) -> int:
         log.error("could not listen on --listen-client-urls: %s", exc)
         await member.stop(transfer_leadership=False)
         return 1
-    responder = HttpResponder(member_routes(member, debug=config.enable_debug_endpoints))
+    responder = HttpResponder(
+        member_routes(
+            member,
+            debug=config.enable_debug_endpoints,
+            store=lambda: store_gauges(fsm, etcd.watch_hub),
+        )
+    )
     try:
         await responder.listen(
             config.listen_metrics_urls,

@@ -25,6 +25,7 @@ from google.protobuf.message import Message as PbMessage
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
 from consensus.mvcc import MVCCError
+from consensus.mvcc.watch_hub import WatchHub
 from consensus.server import auth_tokens, errors, failpoints
 from consensus.server.etcd_state import EtcdStateMachine
 from consensus.server.internal_request import InternalRequest, Op
@@ -223,6 +224,8 @@ class EtcdServer:
             ]
         )
         self._started = False
+        self.watch_hub: WatchHub | None = None
+        """The Watch service's hub (set when it registers); read by ``/metrics``."""
         self.propose_checks: list[Callable[[Op, PbMessage], Awaitable[None]]] = []
         """Awaited in order before every proposal (the space quota); raising refuses the request."""
 

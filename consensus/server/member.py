@@ -36,6 +36,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -254,6 +255,7 @@ class Member:
         """Open (or create) the data dir, start Raft, listen for peers, start ticking."""
         self._identity, self._log = await self._open_log()
         identity, durable = self._identity, self._log
+        durable.wal.fsync_observer = self.metrics.wal_fsync.observe
         self._initial_members = identity.initial_member_ids()
         storage = durable.storage
         snapshot = storage.snapshot()
@@ -412,7 +414,9 @@ class Member:
             self.metrics.snapshots_installed += 1
             log.info("installed snapshot at %d from the leader", rd.snapshot.metadata.index)
         if rd.committed_entries:
+            started = time.perf_counter()
             self._apply(rd.committed_entries)
+            self.metrics.apply.observe(time.perf_counter() - started)
         for rs in rd.read_states:
             self._on_read_state(rs)
         self._release_reads()
@@ -942,6 +946,9 @@ class Member:
             is_leader=self.is_leader,
             proposals_pending=len(self._proposals) + len(self._conf_changes),
             counters=self.metrics,
+            raft_state=st.raft_state,
+            leader=self._leader,
+            is_learner=st.is_learner,
         )
 
     async def wait_for_leader(self, timeout: float) -> bool:

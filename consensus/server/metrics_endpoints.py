@@ -27,18 +27,34 @@ e.g. no leader), 504 (timed out), 400 (bad request) or 409 (membership conflict)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
+from consensus.mvcc.watch_hub import WatchHub
 from consensus.server import errors
 from consensus.server.etcd_state import EtcdStateMachine
 from consensus.server.fsm import DigestStateMachine
 from consensus.server.http1 import HttpHandler, HttpRequest, HttpResponse
 from consensus.server.internal_request import InternalRequest, Op
 from consensus.server.member import Member
-from consensus.server.metrics import render_prometheus
+from consensus.server.metrics import StoreGauges, render_prometheus, render_store
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def store_gauges(fsm: EtcdStateMachine, hub: WatchHub | None) -> StoreGauges:
+    """The gauges of ``fsm``'s key space and of the watchers on ``hub`` (scrape time)."""
+    counts = hub.counts() if hub is not None else {}
+    kv = fsm.kv
+    return StoreGauges(
+        keys=kv.key_count,
+        db_size_bytes=kv.size_bytes,
+        leases=len(kv.leases),
+        watchers=counts.get("synced", 0) + counts.get("unsynced", 0) + counts.get("compacted", 0),
+        watch_streams=counts.get("streams", 0),
+        revision=kv.revision,
+    )
 
 
 def _json(obj: Any, status: int = 200) -> HttpResponse:
@@ -68,8 +84,17 @@ def _hex_param(request: HttpRequest, name: str) -> int:
         raise ValueError(f"query parameter {name!r} must be a hex member id, got {value!r}") from None
 
 
-def member_routes(member: Member, *, debug: bool = False) -> dict[tuple[str, str], HttpHandler]:
-    """The routes for ``member``; the ``/debug`` ones only when ``debug``."""
+def member_routes(
+    member: Member,
+    *,
+    debug: bool = False,
+    store: Callable[[], StoreGauges] | None = None,
+) -> dict[tuple[str, str], HttpHandler]:
+    """The routes for ``member``; the ``/debug`` ones only when ``debug``.
+
+    ``store``, when given, is read on every scrape for the key space's gauges
+    (keys, size, leases, watchers; see :func:`store_gauges`).
+    """
 
     async def health(_: HttpRequest) -> HttpResponse:
         if member.leader:
@@ -80,9 +105,10 @@ def member_routes(member: Member, *, debug: bool = False) -> dict[tuple[str, str
         return _json(member.status().to_json())
 
     async def metrics(_: HttpRequest) -> HttpResponse:
-        return HttpResponse(
-            200, render_prometheus(member.metrics_sample()).encode(), PROMETHEUS_CONTENT_TYPE
-        )
+        text = render_prometheus(member.metrics_sample())
+        if store is not None:
+            text += render_store(store())
+        return HttpResponse(200, text.encode(), PROMETHEUS_CONTENT_TYPE)
 
     routes: dict[tuple[str, str], HttpHandler] = {
         ("GET", "/health"): health,

@@ -322,4 +322,5 @@ def register(
         server, progress_notify_interval=progress_notify_interval, election_timeout=election_timeout
     )
     server.add_service(pb_grpc.add_WatchServicer_to_server, service)
+    server.watch_hub = service.hub
     return service

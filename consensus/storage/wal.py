@@ -50,7 +50,8 @@ import os
 import re
 import struct
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from consensus.raft.types import Entry, EntryType, HardState
@@ -536,6 +537,8 @@ class WAL:
         self._appended_seq = 0
         self._durable_seq = 0
         self._fsyncs = 0
+        self.fsync_observer: Callable[[float], None] | None = None
+        """Called with the seconds each fsync of the log took (on the syncing thread); metrics."""
         self._hard_state = HardState(hard_state.term, hard_state.vote, hard_state.commit)
         self._snapshot_index = snapshot_index
         self._snapshot_term = snapshot_term
@@ -833,12 +836,15 @@ class WAL:
                 retired, self._retired_fds = self._retired_fds, []
             for old in retired:  # fsynced when they were retired; nobody else syncs them
                 os.close(old)
+            started = time.perf_counter()
             try:
                 sync_data(fd)
             except BaseException as exc:
                 with self._lock:
                     self._failure = exc
                 raise
+            if self.fsync_observer is not None:
+                self.fsync_observer(time.perf_counter() - started)
             with self._lock:
                 self._fsyncs += 1
                 self._durable_seq = max(self._durable_seq, target)

@@ -1,6 +1,6 @@
 """Fixtures for the TLS tests: a PKI made by the test and a 3-member cluster with client and peer TLS.
 
-The cluster (module-scoped) listens only on ``https://`` URLs: client gRPC
+The cluster (one for the package: the metrics tests scrape it too) listens only on ``https://`` URLs: client gRPC
 with ``--client-cert-auth``, peers with ``--peer-client-cert-auth``, and the
 metrics listener on the client certificate, as etcd does.
 """
@@ -18,12 +18,12 @@ from tests.tls.pki import Pki, make_pki
 from tests.tls.tls_support import TlsNode, client_context, tls_flags
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Cluster]:
     registry = ProcessRegistry()
     base: Path = tmp_path_factory.mktemp("tls-cluster")
