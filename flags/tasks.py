@@ -45,3 +45,11 @@ def backup_core() -> dict[str, Any]:
     taken = do_backup_now(settings.FLAGSTAFF_BACKUP_DIR, actor=SCHEDULED_BACKUPS)
     removed = prune_backups(settings.FLAGSTAFF_BACKUP_DIR, settings.FLAGSTAFF_BACKUP_KEEP)
     return {"path": str(taken.path), "revision": taken.revision, "pruned": [str(p) for p in removed]}
+
+
+@shared_task(name="flags.tasks.run_webhooks")
+def run_webhooks() -> dict[str, int]:
+    """Turn new core changes into webhook deliveries and attempt the due ones (beat ticks this)."""
+    from flags.webhooks import run_webhooks as tick
+
+    return tick()

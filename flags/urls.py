@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from flags import cluster_views, config_views, schedule_views, views
+from flags import cluster_views, config_views, schedule_views, views, webhook_views
 
 FLAG_IN_ENV = "projects/<str:project>/environments/<str:environment>/flags/<str:flag>/"
 
@@ -30,4 +30,10 @@ urlpatterns: list[URLPattern] = [
     path("cluster/members/<str:member>/remove/", cluster_views.member_remove,
          name="cluster-member-remove"),
     path("cluster/backups/", cluster_views.backup_now, name="cluster-backup"),
+    path("webhooks/", webhook_views.webhook_list, name="webhooks"),
+    path("webhooks/<str:subscription>/", webhook_views.webhook_detail, name="webhook-detail"),
+    path("webhooks/<str:subscription>/active/", webhook_views.webhook_active, name="webhook-active"),
+    path("webhooks/<str:subscription>/delete/", webhook_views.webhook_delete, name="webhook-delete"),
+    path("webhooks/<str:subscription>/deliveries/<str:delivery>/redeliver/",
+         webhook_views.webhook_redeliver, name="webhook-redeliver"),
 ]
