@@ -12,9 +12,11 @@ Every read and write the platform makes goes through :class:`CoreGateway`
   :meth:`CoreGateway.client` for watches) on its own loop's client;
 - gives sync code -- DRF views, Celery tasks, management commands -- blocking
   methods that run on a private event-loop thread with its own client;
-- sends the on-behalf-of actor and reason (``flagstaff-actor`` /
-  ``flagstaff-reason`` gRPC metadata, see :class:`Actor`) with every mutation,
-  which the core writes into its audit trail in the same apply as the change;
+- sends the on-behalf-of actor, reason and source (``flagstaff-actor`` /
+  ``flagstaff-reason`` / ``flagstaff-source`` gRPC metadata, see :class:`Actor`)
+  with every mutation, which the core writes into its audit trail in the same
+  apply as the change; reads that trail (``audit_list``, ``client().audit_watch``)
+  and appends platform events to it (``audit_append``; see ``flags.audit``);
 - makes reads linearizable (the client's default);
 - resolves an uncertain write (connection cut after sending) by reading back
   and, when it was not applied, resubmitting it -- safe because every commit
@@ -25,6 +27,7 @@ Every read and write the platform makes goes through :class:`CoreGateway`
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import threading
@@ -35,6 +38,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
+from consensus.api.gen.flagstaff.audit.v1 import audit_pb2
 from consensus.client import (
     Client,
     EtcdError,
@@ -62,6 +66,9 @@ T = TypeVar("T")
 
 ACTOR_METADATA = "flagstaff-actor"
 REASON_METADATA = "flagstaff-reason"
+SOURCE_METADATA = "flagstaff-source"
+SOURCES = ("ui", "api", "sdk", "job", "grpc")
+"""The doors a change can come through (the audit record's ``source``)."""
 MAX_REASON_LENGTH = 1000
 """A change's reason is cut to this many characters before it is sent."""
 
@@ -89,28 +96,33 @@ class Actor:
 
     ``principal`` is ``user:<username>`` for a person or API token's owner,
     ``system:<component>`` for the platform's own jobs (scheduled rollouts...).
+    ``source`` is the door (one of :data:`SOURCES`; empty: the core records ``grpc``).
     """
 
     principal: str
     reason: str = ""
+    source: str = ""
 
     @classmethod
-    def for_user(cls, user: Any, reason: str = "") -> Actor:
-        """The actor for a Django user (``user:<username>``)."""
-        return cls(f"user:{user.get_username()}", reason)
+    def for_user(cls, user: Any, reason: str = "", source: str = "ui") -> Actor:
+        """The actor for a Django user (``user:<username>``) acting through ``source``."""
+        return cls(f"user:{user.get_username()}", reason, source)
 
     @classmethod
     def system(cls, component: str, reason: str = "") -> Actor:
-        return cls(f"system:{component}", reason)
+        """The platform's own job ``component`` (source ``job``)."""
+        return cls(f"system:{component}", reason, "job")
 
     def with_reason(self, reason: str) -> Actor:
-        return Actor(self.principal, reason)
+        return Actor(self.principal, reason, self.source)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """The gRPC metadata pairs sent with each mutation."""
         pairs = [(ACTOR_METADATA, encode_metadata_value(self.principal))]
         if self.reason:
             pairs.append((REASON_METADATA, encode_metadata_value(self.reason[:MAX_REASON_LENGTH])))
+        if self.source:
+            pairs.append((SOURCE_METADATA, self.source))
         return tuple(pairs)
 
 
@@ -403,6 +415,45 @@ class CoreGateway:
 
     def status(self) -> pb.StatusResponse:
         return self.run(self.astatus())
+
+    # -- the audit trail -------------------------------------------------------------------
+
+    async def aaudit_list(
+        self, key: str = "", *, prefix: bool = False, limit: int = 100, page_token: str = "",
+        **filters: Any,
+    ) -> audit_pb2.ListResponse:
+        """One page of audit records, newest first (filters: see ``Client.audit_list``)."""
+        try:
+            return await self.client().audit_list(
+                key, prefix=prefix, limit=limit, page_token=page_token, **filters
+            )
+        except EtcdError as exc:
+            raise translate(exc) from exc
+
+    async def aaudit_append(self, action: str, *, actor: Actor, key: str = "", detail: str = "") -> int:
+        """Record a platform event on behalf of ``actor``; the record's id."""
+        try:
+            response = await self.client().audit_append(
+                action, key=key, detail=detail, metadata=actor.metadata()
+            )
+        except EtcdError as exc:
+            raise translate(exc) from exc
+        return int(response.id)
+
+    def audit_list(
+        self, key: str = "", *, prefix: bool = False, limit: int = 100, page_token: str = "",
+        **filters: Any,
+    ) -> audit_pb2.ListResponse:
+        return self.run(
+            self.aaudit_list(key, prefix=prefix, limit=limit, page_token=page_token, **filters)
+        )
+
+    def audit_append(self, action: str, *, actor: Actor, key: str = "", detail: str = "") -> int:
+        return self.run(self.aaudit_append(action, actor=actor, key=key, detail=detail))
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the gateway's loop thread without waiting (fire and forget)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._thread.loop())
 
 
 _lock = threading.Lock()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from flags import cluster_views, config_views, schedule_views, views, webhook_views
+from flags import audit_views, cluster_views, config_views, schedule_views, views, webhook_views
 
 FLAG_IN_ENV = "projects/<str:project>/environments/<str:environment>/flags/<str:flag>/"
 
 urlpatterns: list[URLPattern] = [
+    path("audit/", audit_views.audit_list, name="audit-list"),
+    path("audit/export.csv", audit_views.audit_export, name="audit-export"),
+    path("audit/<int:record_id>/", audit_views.audit_detail, name="audit-detail"),
     path("projects/<str:project>/flags/", views.flag_list, name="flag-list"),
     path("projects/<str:project>/new-flag/", views.flag_create, name="flag-create"),
     path("projects/<str:project>/flags/<str:flag>/", views.flag_detail, name="flag-detail"),

@@ -41,7 +41,7 @@ MAX_CONTEXT_CHARS = 64 * 1024
 
 
 def _actor(request: HttpRequest) -> Actor:
-    return Actor.for_user(request.user, request.POST.get("reason", "").strip())
+    return Actor.for_user(request.user, request.POST.get("reason", "").strip(), source="ui")
 
 
 def _pretty(value: Any) -> str:

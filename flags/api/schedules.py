@@ -33,7 +33,7 @@ STEERS = {
 
 def _actor(request: Request) -> Actor:
     data = request.data if isinstance(request.data, dict) else {}
-    return Actor.for_user(request.user, str(data.get("reason", "")))
+    return Actor.for_user(request.user, str(data.get("reason", "")), source="api")
 
 
 class ScheduleListView(APIView):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from flags.api import schedules, tokens, views
+from flags.api import audit, schedules, tokens, views
 
 
 class KeyConverter:
@@ -27,6 +27,8 @@ E = f"{P}/environments/<key:environment>"
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("audit/", audit.AuditListView.as_view(), name="api-audit"),
+    path("audit/stream/", audit.audit_stream_view, name="api-audit-stream"),
     path("auth/token/", tokens.PasswordExchangeView.as_view(), name="api-token"),
     path("tokens/", tokens.TokenListView.as_view(), name="api-tokens"),
     path("tokens/<int:token_id>/", tokens.TokenDetailView.as_view(), name="api-token-detail"),

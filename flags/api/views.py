@@ -43,7 +43,7 @@ def _body(serializer_class: type[serializers.Serializer], request: Request) -> d
 
 def _actor(request: Request, data: dict[str, Any] | None = None) -> Actor:
     reason = (data or {}).get("reason") or request.query_params.get("reason", "")
-    return Actor.for_user(request.user, reason)
+    return Actor.for_user(request.user, reason, source="api")
 
 
 class FlagPagination(PageNumberPagination):
