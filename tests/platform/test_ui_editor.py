@@ -15,8 +15,9 @@ from django.test import Client
 from platform_support import boolean_flag, core_revision
 from rest_framework.test import APIClient
 
+from consensus.client import compare_mod, op_put
 from flags import keyspace
-from flags.core import core
+from flags.core import Actor, core, encode_json
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -205,3 +206,49 @@ def test_config_pages_need_a_login(core_cluster: Any, db: Any) -> None:
     assert anonymous.get("/config/").status_code == 302
     assert anonymous.post("/config/save/", {"create": "yes", "path": "x/y", "value": "1"}).status_code == 302
     assert core().get(keyspace.config_key("x/y")) is None
+
+
+def test_markup_in_rules_and_in_who_changed_it_is_text(
+    web: Client, api: APIClient, project: str,
+) -> None:
+    """A rule description, and an updated_by written behind the platform's back (etcdctl), are text."""
+    rule = dict(_rule("r1", "@x.example"), description=XSS)
+    document = boolean_flag("marked", rules=[rule, _rule("r2", "@y.example")])
+    assert api.post(f"/api/v1/projects/{project}/flags/", {"document": document},
+                    format="json").status_code == 201
+    entry = core().get(keyspace.flag_key(project, "production", "marked"))
+    assert entry is not None
+    key = keyspace.flag_key(project, "production", "marked")
+    forged = dict(entry.json(), updated_by=XSS, on=True)
+    response = core().commit([compare_mod(key, "=", entry.revision)], [op_put(key, encode_json(forged))],
+                             actor=Actor.system("tests"), expect={key: encode_json(forged)})
+    assert response.succeeded
+    for url in (f"/projects/{project}/flags/marked/?env=production", f"/projects/{project}/flags/"):
+        page = web.get(url).content.decode()
+        assert XSS not in page and "<script>alert" not in page
+        assert "&lt;script&gt;alert(" in page
+
+
+def test_huge_or_malformed_posts_to_the_new_forms_change_nothing(
+    web: Client, project: str, ruled_flag: str,
+) -> None:
+    before = core_revision()
+    action = f"/projects/{project}/environments/production/flags/{ruled_flag}/rules/reorder/"
+    # Over the 1 MiB request limit: refused before anything is read.
+    response = web.post(action, {"expected_revision": "1", "order": ["a"] * 10,
+                                 "padding": "x" * (2 * 1024 * 1024)})
+    assert response.status_code == 400
+    response = web.post("/config/save/", {"create": "yes", "path": "big/value",
+                                          "value": "x" * (2 * 1024 * 1024)})
+    assert response.status_code == 400
+    # No revision, or a bogus one.
+    for revision in ("", "soon", "-1"):
+        response = web.post(action, {"expected_revision": revision, "order": ["c", "b", "a"]})
+        assert response.status_code == 400, revision
+        response = web.post("/config/save/", {"path": "a/b", "value": "1", "expected_revision": revision})
+        assert response.status_code == 400, revision
+    # Paths with markup are not config paths.
+    response = web.post("/config/save/", {"create": "yes", "path": "<b>x</b>", "value": "1"})
+    assert response.status_code == 400 and "<b>x</b>" not in response.content.decode()
+    assert core_revision() == before
+    assert _rule_ids(project, "production", ruled_flag) == ["a", "b", "c"]
