@@ -27,7 +27,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from flags import access, actions
+from flags import access, actions, staleness
 from flags.access import FlagFilter, access_projects
 from flags.core import Actor
 from flags.engine import WEIGHT_SCALE, compile_flag
@@ -196,9 +196,11 @@ def _list_context(request: HttpRequest, project: str) -> dict[str, Any]:
     flag_filter = FlagFilter(search=request.GET.get("q", "").strip(),
                              tag=request.GET.get("tag", "").strip())
     tags = sorted({t for o in overviews for s in o.states.values() for t in s.tags})
+    stale = staleness.access_stale_flags(request.user, project, overviews)
+    stale_only = request.GET.get("stale") == "1"
     rows = []
     for overview in overviews:
-        if not flag_filter.matches(overview):
+        if not flag_filter.matches(overview) or (stale_only and overview.key not in stale):
             continue
         primary = overview.primary
         rows.append({
@@ -208,12 +210,14 @@ def _list_context(request: HttpRequest, project: str) -> dict[str, Any]:
             "kind": primary.document.get("kind", ""),
             "tags": primary.tags,
             "last_change": _last_change(overview),
+            "stale": stale.get(overview.key, []),
             "cells": [{"environment": env, "state": overview.states.get(env.key)}
                       for env in environments],
         })
     return {
         "project": record, "environments": environments, "rows": rows, "tags": tags,
         "q": flag_filter.search, "tag": flag_filter.tag, "total": len(overviews),
+        "stale_only": stale_only, "stale_count": len(stale),
         "create_errors": [], "create_values": {},
     }
 

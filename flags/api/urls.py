@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from flags.api import audit, schedules, tokens, views
+from flags.api import audit, evaluations, schedules, tokens, views
 
 
 class KeyConverter:
@@ -31,6 +31,7 @@ urlpatterns = [
     path("audit/stream/", audit.audit_stream_view, name="api-audit-stream"),
     path("auth/token/", tokens.PasswordExchangeView.as_view(), name="api-token"),
     path("tokens/", tokens.TokenListView.as_view(), name="api-tokens"),
+    path("sdk/evaluations/", evaluations.EvaluationCountsView.as_view(), name="api-sdk-evaluations"),
     path("tokens/<int:token_id>/", tokens.TokenDetailView.as_view(), name="api-token-detail"),
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
     path(f"{P}/", views.ProjectDetailView.as_view(), name="api-project"),
