@@ -16,6 +16,7 @@ from typing import Any, Protocol
 AUTHORIZATION_METADATA = "authorization"
 READ = "read"
 WRITE = "write"
+DELETE = "delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ class Authorizer(Protocol):
         ...
 
     async def may(self, caller: Caller, perm: str, key: str) -> bool:
-        """Whether ``caller`` may ``perm`` (``read``/``write``) everything under ``key``."""
+        """Whether ``caller`` may ``perm`` (``read``/``write``/``delete``) everything under ``key``."""
         ...
 
 

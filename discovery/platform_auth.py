@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 
 from discovery.auth import Caller
 
@@ -22,16 +23,25 @@ from discovery.auth import Caller
 def _authenticate(secret: str) -> Caller | None:
     from flags.tokens import TokenKind, authenticate_token
 
-    token = authenticate_token(secret, kinds={TokenKind.SERVICE})
-    if token is None:
-        return None
-    return Caller(name=f"token:{token.name}", principal=token)
+    close_old_connections()  # as a request would: honour CONN_MAX_AGE between uses
+    try:
+        token = authenticate_token(secret, kinds={TokenKind.SERVICE})
+        if token is None:
+            return None
+        token.created_by  # noqa: B018 - loaded now, on this thread, for the permission checks
+        return Caller(name=f"token:{token.name}", principal=token)
+    finally:
+        close_old_connections()
 
 
 def _may(principal: Any, perm: str, key: str) -> bool:
     from flags.permissions import Perm, has_permission
 
-    return bool(has_permission(principal, Perm(perm), key))
+    close_old_connections()
+    try:
+        return bool(has_permission(principal, Perm(perm), key))
+    finally:
+        close_old_connections()
 
 
 class PlatformAuthorizer:

@@ -37,7 +37,7 @@ from consensus.client import (
 from consensus.client.errors import DeadlineExceededError
 from discovery.api.gen.flagstaff.discovery.v1 import registry_pb2 as pb
 from discovery.api.gen.flagstaff.discovery.v1 import registry_pb2_grpc as pb_grpc
-from discovery.auth import READ, WRITE, Authorizer, Caller, bearer_secret
+from discovery.auth import DELETE, READ, WRITE, Authorizer, Caller, bearer_secret
 from discovery.instances import (
     Instance,
     InvalidInstance,
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 ACTOR_METADATA = "flagstaff-actor"
 SOURCE_METADATA = "flagstaff-source"
+RENEW_ATTEMPT_SECONDS = 1.0
+RENEW_ATTEMPTS = 3
 
 
 def _actor(caller: Caller) -> tuple[tuple[str, str], ...]:
@@ -156,7 +158,7 @@ class Registry(pb_grpc.RegistryServicer):
             instance_id = validate_name("instance_id", request.instance_id)
         except InvalidInstance as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        await self._require(context, caller, WRITE, service)
+        await self._require(context, caller, DELETE, service)
         key = instance_key(service, instance_id)
         metadata = _actor(caller)
         try:
@@ -193,6 +195,20 @@ class Registry(pb_grpc.RegistryServicer):
                 return parsed[0]
         return None
 
+    async def _renew(self, lease_id: int) -> int:
+        """Renew a core lease; its TTL. A member that does not answer within
+        ``RENEW_ATTEMPT_SECONDS`` is left for the next one (the client fails over), so a
+        stopped or partitioned member costs a renewal a second, not the lease."""
+        for attempt in range(RENEW_ATTEMPTS):
+            try:
+                response = await self.client.lease_keepalive_once(
+                    lease_id, timeout=RENEW_ATTEMPT_SECONDS)
+                return int(response.TTL)
+            except (UnavailableError, DeadlineExceededError):
+                if attempt == RENEW_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     async def KeepAlive(self, request_iterator: AsyncIterator[pb.KeepAliveRequest],
                         context: grpc.aio.ServicerContext) -> None:
         caller = await self._caller(context)
@@ -214,7 +230,7 @@ class Registry(pb_grpc.RegistryServicer):
                                         f"{caller.name} may not write {service_prefix(service)}"))
                         return
                     try:
-                        ttl = int((await self.client.lease_keepalive_once(lease_id)).TTL)
+                        ttl = await self._renew(lease_id)
                     except LeaseNotFoundError:
                         self._services.pop(lease_id, None)
                 async with write_lock:

@@ -60,16 +60,20 @@ async def serve(
     password: str | None = None,
     timeout: float = 5.0,
     stop: asyncio.Event,
-    on_listening: Callable[[int], None] | None = None,
+    on_listening: Callable[[int, Registry], None] | None = None,
 ) -> None:
-    """Serve the Registry on ``host:port`` (0: any free port) until ``stop`` is set."""
+    """Serve the Registry on ``host:port`` (0: any free port) until ``stop`` is set.
+
+    ``on_listening(port, registry)`` is called once the server accepts calls.
+    """
     client = Client(list(endpoints), timeout=timeout, username=username, password=password)
     server = grpc.aio.server(options=[
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
         ("grpc.max_concurrent_streams", 100_000),
     ])
-    pb_grpc.add_RegistryServicer_to_server(Registry(client, authorizer), server)
+    registry = Registry(client, authorizer)
+    pb_grpc.add_RegistryServicer_to_server(registry, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -80,7 +84,7 @@ async def serve(
     await server.start()
     follower = asyncio.get_running_loop().create_task(_follow_core_health(client, health_servicer))
     if on_listening is not None:
-        on_listening(bound)
+        on_listening(bound, registry)
     try:
         await stop.wait()
     finally:

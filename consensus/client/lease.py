@@ -96,6 +96,10 @@ class KeepAliveHub:
             error = error_from_rpc(exc)
         except EtcdError as exc:
             error = exc
+        except asyncio.CancelledError:
+            if stream.error is None:  # the reader itself was cancelled (close)
+                raise
+            error = stream.error  # renew() gave up on an unanswering stream and cancelled it
         except Exception as exc:
             log.warning("keepalive stream on %s failed unexpectedly", stream.endpoint,
                         exc_info=True)
@@ -139,12 +143,17 @@ class KeepAliveHub:
             try:
                 return await asyncio.wait_for(future, timeout)
             except TimeoutError:
-                # A stream that does not answer is as good as dead: replace it.
-                stream.call.cancel()
-                raise DeadlineExceededError(
+                # A stream that does not answer is as good as dead (a stopped or partitioned
+                # member): replace it, on the next endpoint.
+                error = DeadlineExceededError(
                     "lease keepalive: no answer before the deadline",
                     grpc.StatusCode.DEADLINE_EXCEEDED,
-                ) from None
+                )
+                if stream.error is None:
+                    stream.error = error
+                    self.transport.mark_failed(stream.endpoint)
+                stream.call.cancel()
+                raise error from None
         finally:
             waiting = stream.waiters.get(lease_id)
             if waiting is not None and future in waiting:

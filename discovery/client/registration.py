@@ -141,7 +141,7 @@ class Registration:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._renewed = asyncio.Event()
-        self._last_answer = 0.0
+        self._unanswered_since: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -233,14 +233,21 @@ class Registration:
         loop = asyncio.get_running_loop()
         while not self._closed:
             call = self._client.stub.KeepAlive(metadata=self._client.metadata)
-            self._last_answer = loop.time()
+            self._unanswered_since = None
+            stale = False
 
             async def send(call: grpc.aio.StreamStreamCall = call) -> None:
+                nonlocal stale
+                limit = max(self.ttl, 2 * self.renew_every)
                 while True:
                     await call.write(pb.KeepAliveRequest(lease_id=self.lease_id))
+                    if self._unanswered_since is None:
+                        self._unanswered_since = loop.time()
                     await asyncio.sleep(self.renew_every)
-                    if loop.time() - self._last_answer > max(self.ttl, 2 * self.renew_every):
-                        call.cancel()  # a stream that stopped answering: open another
+                    waited = self._unanswered_since
+                    if waited is not None and loop.time() - waited > limit:
+                        stale = True  # a stream that stopped answering: open another
+                        call.cancel()
                         return
 
             sender = loop.create_task(send())
@@ -249,7 +256,7 @@ class Registration:
                     response = await call.read()
                     if response is grpc.aio.EOF:
                         break
-                    self._last_answer = loop.time()
+                    self._unanswered_since = None
                     delay = 0.1
                     if response.lease_id != self.lease_id:
                         continue  # an answer about a lease we replaced meanwhile
@@ -265,6 +272,10 @@ class Registration:
                     log.error("keep-alive refused: %s %s", exc.code().name, exc.details())
                 else:
                     log.info("keep-alive stream broke (%s); reconnecting", exc.code().name)
+            except asyncio.CancelledError:
+                if not stale:
+                    raise
+                log.info("keep-alive stream stopped answering; reconnecting")
             finally:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

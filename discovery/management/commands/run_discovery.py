@@ -41,7 +41,7 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
 
-        def listening(bound: int) -> None:
+        def listening(bound: int, _registry: object) -> None:
             sys.stdout.write(f"discovery: Registry listening on {host}:{bound}\n")
             sys.stdout.flush()
 
