@@ -120,7 +120,10 @@ def test_actor_for_a_django_user_and_metadata_encoding() -> None:
             return "carol"
 
     assert Actor.for_user(User(), "r").metadata() == (
-        ("flagstaff-actor", "user:carol"), ("flagstaff-reason", "r"))
+        ("flagstaff-actor", "user:carol"), ("flagstaff-reason", "r"), ("flagstaff-source", "ui"))
+    assert dict(Actor.for_user(User(), source="api").metadata())["flagstaff-source"] == "api"
+    assert dict(Actor.system("nightly").metadata())["flagstaff-source"] == "job"
+    assert "flagstaff-source" not in dict(Actor("user:x").metadata())
     for text in ["plain", "100%", "naïve ☃", "tab\there", "x" * 50]:
         encoded = encode_metadata_value(text)
         assert all(0x20 <= ord(c) < 0x7F for c in encoded)
