@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 import weakref
 from collections import Counter
@@ -42,7 +43,7 @@ from typing import Any
 from channels.layers import BaseChannelLayer, get_channel_layer
 
 from consensus.client import CompactedError, prefix_end
-from flags import keyspace
+from flags import keyspace, metrics
 from flags.core import core
 from flags.live import protocol
 
@@ -141,7 +142,9 @@ class Relay:
                         resync = False
                         await self._resync_all()
                     async for batch in watch:
+                        started = time.perf_counter()
                         await self._publish(batch)
+                        metrics.relay_published(self.revision, time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
             except CompactedError:

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "flags.metrics.metrics_middleware",  # /metrics: requests by view and status
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -187,6 +188,10 @@ CELERY_BEAT_SCHEDULE: dict[str, Any] = {
                   "schedule": float(os.environ.get("FLAGSTAFF_SCHEDULER_TICK_SECONDS", "5"))},
 }
 CELERY_TIMEZONE = "UTC"
+# With LOG_FORMAT=json the worker keeps Django's LOGGING instead of installing its own handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = os.environ.get("LOG_FORMAT", "text") != "json"
+FLAGSTAFF_WORKER_METRICS_PORT = int(os.environ.get("FLAGSTAFF_WORKER_METRICS_PORT", "0") or 0)
+"""A Celery worker serves its Prometheus metrics on this port (0: not at all)."""
 
 # -- operations: schedules, webhooks, backups, stale flags (docs/operations.md) ----------------
 
@@ -264,10 +269,16 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
+"""``json``: one JSON object per log line (``consensus.json_logs``); anything else: plain text."""
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "consensus.json_logs.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler",
+                    **({"formatter": "json"} if LOG_FORMAT == "json" else {})},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
