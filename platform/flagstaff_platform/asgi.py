@@ -2,12 +2,15 @@
 
 HTTP goes to Django (static files included, so no separate server or build
 step is needed); websockets go through session authentication and the
-allowed-hosts origin check to ``routing.websocket_urlpatterns``.
+allowed-hosts origin check to ``routing.websocket_urlpatterns``, except the
+browser-key endpoints (``routing.key_websocket_urlpatterns``), which take no
+cookies and so may be used by pages of any origin.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -20,12 +23,26 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from flags.metrics import count_websockets  # noqa: E402
-from flagstaff_platform.routing import websocket_urlpatterns  # noqa: E402
+from flagstaff_platform.routing import (  # noqa: E402
+    KEY_WEBSOCKET_PATHS,
+    key_websocket_urlpatterns,
+    websocket_urlpatterns,
+)
+
+session_websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+key_websockets = URLRouter(key_websocket_urlpatterns)
+
+
+async def websockets(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Websockets: browser-key endpoints (no cookies, any origin) or the origin-checked rest."""
+    app = key_websockets if scope.get("path") in KEY_WEBSOCKET_PATHS else session_websockets
+    await app(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
         "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": websockets,
     }
 )
 application = count_websockets(application)  # flagstaff_websocket_clients (flags.metrics)

@@ -105,30 +105,34 @@
         }
       });
     },
+    /* A snapshot (after a compaction or a server-side resync) replaces what the page
+     * knew: the toggles follow it; the flag page's notice is left to real events. */
+    snapshot: function (page, msg) {
+      Object.keys(msg.flags || {}).forEach(function (name) {
+        if (page.flag && name !== page.flag) return;
+        var doc = msg.flags[name];
+        var on = !!(doc && doc.on === true);
+        var scope = page.flag
+          ? document.querySelector('table.envs tr[data-environment="' + msg.environment + '"]')
+          : document.querySelector('tr[data-flag="' + name + '"] td[data-environment="' + msg.environment + '"]');
+        if (scope) live.setSwitch(scope, on);
+      });
+    },
+    /* The websocket plumbing is Flagstaff.LiveStream (flagstaff-client.js): it resumes
+     * from the last revision after a reconnect, with backoff and a heartbeat timeout. */
     connect: function () {
       var page = live.subscriptions();
-      if (!page || !page.subs.length || !window.WebSocket) return null;
-      var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-      var socket = new WebSocket(scheme + window.location.host + live.url);
-      socket.addEventListener("open", function () {
-        page.subs.forEach(function (sub) {
-          socket.send(JSON.stringify({ type: "subscribe", project: sub.project,
-                                       environment: sub.environment, since_revision: sub.since_revision }));
-        });
+      if (!page || !page.subs.length || !window.WebSocket || !window.Flagstaff ||
+          !window.Flagstaff.LiveStream) return null;
+      var stream = new window.Flagstaff.LiveStream({ path: live.url, subscriptions: page.subs });
+      stream.on("event", function (msg) { live.apply(page, msg); });
+      stream.on("snapshot", function (msg) { live.snapshot(page, msg); });
+      stream.on("subscribed", function () { document.body.dataset.live = "subscribed"; });
+      stream.on("status", function (state) {
+        if (state !== "ready") document.body.dataset.live = state === "stale" ? "reconnecting" : state;
       });
-      socket.addEventListener("message", function (message) {
-        var msg;
-        try { msg = JSON.parse(message.data); } catch (e) { return; }
-        if (msg && msg.type === "event") live.apply(page, msg);
-        if (msg && msg.type === "subscribed") document.body.dataset.live = "subscribed";
-      });
-      socket.addEventListener("close", function () {
-        /* Reconnect later from the page's revisions (a reload is always correct). */
-        document.body.dataset.live = "closed";
-        live.socket = null;
-      });
-      live.socket = socket;
-      return socket;
+      live.socket = stream;
+      return stream;
     }
   };
   window.Flagstaff = window.Flagstaff || {};
