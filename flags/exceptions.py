@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
@@ -54,14 +57,20 @@ class PayloadTooLarge(FlagstaffError):
     status = 413
 
 
-class AccessDenied(FlagstaffError):
-    """The acting user may see this record but not do this to it."""
+class AccessDenied(FlagstaffError, PermissionDenied):
+    """The acting user may see this record but not do this to it.
+
+    Also Django's ``PermissionDenied``: an HTML view that does not handle it answers 403.
+    """
 
     status = 403
 
 
-class NotFound(FlagstaffError):
-    """No such record (or the acting user may not see it: the two are indistinguishable)."""
+class NotFound(FlagstaffError, Http404):
+    """No such record (or the acting user may not see it: the two are indistinguishable).
+
+    Also Django's ``Http404``: an HTML view that does not handle it answers 404.
+    """
 
     status = 404
 

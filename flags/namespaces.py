@@ -223,7 +223,8 @@ def do_delete_namespace(namespace: Namespace, *, by: Any | None) -> None:
     _changed()
 
 
-def _principal_label(to: Any) -> str:
+def principal_label(to: Any) -> str:
+    """``user:<name>`` or ``group:<name>``: how grants and the audit log name a holder."""
     return f"group:{to.name}" if isinstance(to, Group) else f"user:{to.get_username()}"
 
 
@@ -246,7 +247,7 @@ def do_grant(namespace: Namespace, perms: Iterable[Perm], *, to: Any, by: Any | 
     with transaction.atomic():
         for perm in perms:
             assign_perm(f"flags.{CODENAMES[perm]}", to, namespace)
-    _record(by, "permission.grant", {"namespace": namespace.prefix, "to": _principal_label(to),
+    _record(by, "permission.grant", {"namespace": namespace.prefix, "to": principal_label(to),
                                      "perms": [p.value for p in perms]})
     _changed()
 
@@ -262,7 +263,7 @@ def do_revoke(namespace: Namespace, perms: Iterable[Perm], *, frm: Any, by: Any 
     with transaction.atomic():
         for perm in perms:
             remove_perm(f"flags.{CODENAMES[perm]}", frm, namespace)
-    _record(by, "permission.revoke", {"namespace": namespace.prefix, "from": _principal_label(frm),
+    _record(by, "permission.revoke", {"namespace": namespace.prefix, "from": principal_label(frm),
                                       "perms": [p.value for p in perms]})
     _changed()
 
@@ -275,15 +276,12 @@ def ensure_namespace(prefix: str, *, description: str = "") -> Namespace:
 
 
 def _record(by: Any | None, action: str, detail: dict[str, Any]) -> None:
-    """Hand a permission change to the platform audit log (``flags.audit``), when that exists."""
-    try:
-        from flags import audit  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        return
-    record = getattr(audit, "record_platform_event", None)
-    if record is not None:
-        actor = "system:platform" if by is None else f"user:{by.get_username()}"
-        record(actor=actor, action=action, detail=detail)
+    """Hand a permission change to the platform audit log (``flags.audit``)."""
+    from flags.audit import record_platform_event
+
+    actor = "system:platform" if by is None else f"user:{by.get_username()}"
+    record_platform_event(actor=actor, action=action, detail=detail,
+                          key=str(detail.get("namespace", "")))
 
 
 def _changed() -> None:

@@ -235,7 +235,9 @@ def do_create_token(
     prefixes = scope_prefixes(kind, scope)
     draft = ApiToken(name=name, kind=kind.value, scope=scope, can_write=can_write)
     for grant in token_grants(draft):
-        for perm in grant.perms:
+        # Delete is not required up front: a writing token deletes only where its creator
+        # may (every use is limited by the creator's access at that moment).
+        for perm in grant.perms - {Perm.DELETE}:
             if not has_permission(created_by, perm, grant.prefix):
                 raise AccessDenied(f"you may not give a token {perm.value} on {grant.prefix}: "
                                    "a token carries at most what its creator holds",
@@ -284,17 +286,14 @@ def do_revoke_token(token: ApiToken, *, by: Any) -> None:
 
 
 def _record(action: str, actor: Any, token: ApiToken) -> None:
-    """Hand a token change to the platform audit log (``flags.audit``), when that exists."""
-    try:
-        from flags import audit  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        return
-    record = getattr(audit, "record_platform_event", None)
-    if record is not None:
-        record(actor=f"user:{actor.get_username()}", action=action, detail={
-            "token": token.display_prefix, "name": token.name, "kind": token.kind,
-            "scope": token.scope, "can_write": token.can_write,
-        })
+    """Hand a token change to the platform audit log (``flags.audit``; never the secret)."""
+    from flags.audit import record_platform_event
+
+    record_platform_event(actor=f"user:{actor.get_username()}", action=action, key=token.scope,
+                          detail={"token": token.display_prefix, "name": token.name,
+                                  "kind": token.kind, "scope": token.scope,
+                                  "can_write": token.can_write,
+                                  "owner": token.created_by.get_username()})
 
 
 def _announce_revocation(token: ApiToken) -> None:

@@ -19,6 +19,12 @@ from rest_framework.views import APIView
 
 from flags.api import serializers as s
 from flags.exceptions import AccessDenied, InvalidInput, NotFound
+from flags.login_throttle import (
+    check_login_allowed,
+    client_address,
+    record_login_failure,
+    record_login_success,
+)
 from flags.tokens import ApiToken, TokenKind, do_create_token, do_revoke_token
 
 ERRORS = {400: s.ErrorSerializer, 403: s.ErrorSerializer, 404: s.ErrorSerializer}
@@ -122,7 +128,11 @@ def _own_token(person: Any, token_id: int) -> ApiToken:
 
 
 class PasswordExchangeView(APIView):
-    """``POST auth/token/``: username and password for a new automation token (scope ``/`` by default)."""
+    """``POST auth/token/``: username and password for a new automation token (scope ``/`` by default).
+
+    A password door like the login form: failures count towards the lockout
+    (``flags.login_throttle``), and a locked-out account gets 429.
+    """
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
@@ -131,10 +141,14 @@ class PasswordExchangeView(APIView):
                                                                   **ERRORS})
     def post(self, request: Request) -> Response:
         data = _valid(PasswordExchangeSerializer, request)
+        address = client_address(request._request)
+        check_login_allowed(data["username"], address)  # 429 when locked out
         user = authenticate(request._request, username=data["username"],
                             password=data["password"])
         if user is None or not user.is_active:
+            record_login_failure(data["username"], address)
             raise AccessDenied("wrong username or password")
+        record_login_success(data["username"])
         token, secret = do_create_token(
             created_by=user, name=data["name"], kind=TokenKind.AUTOMATION, scope=data["scope"],
             can_write=data["can_write"])

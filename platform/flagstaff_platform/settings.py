@@ -161,6 +161,14 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Django's cache: shared counters such as login failures (flags.login_throttle) must be seen by
+# every web process, so Redis when configured; process-local memory otherwise.
+CACHES: dict[str, Any] = (
+    {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    if REDIS_URL else
+    {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+)
+
 CELERY_DATA_DIR = VAR_DIR / "celery"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
@@ -254,10 +262,42 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
-SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 ANONYMOUS_USER_NAME = None  # django-guardian: no anonymous user row
+
+# Login rate limiting and lockout (flags.login_throttle): per username and per client address.
+FLAGSTAFF_LOGIN_MAX_FAILURES = int(os.environ.get("FLAGSTAFF_LOGIN_MAX_FAILURES", "5"))
+FLAGSTAFF_LOGIN_MAX_FAILURES_PER_IP = int(os.environ.get("FLAGSTAFF_LOGIN_MAX_FAILURES_PER_IP", "50"))
+FLAGSTAFF_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("FLAGSTAFF_LOGIN_LOCKOUT_SECONDS", "900"))
+
+# -- security headers and cookies (docs/access-control.md) ------------------------------------
+#
+# Served on loopback only (the default ALLOWED_HOSTS: `flagstaff up`, tests), plain HTTP is
+# fine. Anywhere else, and not in DEBUG, the platform assumes HTTPS: secure cookies, HSTS and
+# a redirect to https (FLAGSTAFF_SECURE=0 turns that off; FLAGSTAFF_PROXY_SSL_HEADER=1 trusts a
+# TLS-terminating proxy's X-Forwarded-Proto).
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+FLAGSTAFF_SECURE = _env_bool(
+    "FLAGSTAFF_SECURE", not DEBUG and not set(ALLOWED_HOSTS) <= _LOOPBACK_HOSTS)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", FLAGSTAFF_SECURE)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", FLAGSTAFF_SECURE)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # load balancers probe over plain HTTP
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000" if FLAGSTAFF_SECURE
+                                         else "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", FLAGSTAFF_SECURE)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+if _env_bool("FLAGSTAFF_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# HSTS preload is a commitment to the browsers' list: opt in with SECURE_HSTS_PRELOAD=1.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 # -- static files (served by the ASGI app itself; no build step) -------------------------------
 
