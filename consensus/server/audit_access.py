@@ -23,12 +23,25 @@ there, so every member decides alike.
 
 from __future__ import annotations
 
+import json
+
+from consensus.api.gen.etcd.authpb import auth_pb2
+from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
 from consensus.mvcc.audit import KV_ACTIONS, AuditRecord
-from consensus.server.auth_store import READ, AuthError, AuthStore, PermissionDeniedError
+from consensus.server.auth_store import (
+    READ,
+    AuthError,
+    AuthOp,
+    AuthStore,
+    PermissionDeniedError,
+)
 from consensus.server.internal_request import InternalRequest, Op
 
 TRUSTED_ROLE = "flagstaff-platform"
 """The core role that makes a user a trusted principal for the audit trail."""
+
+AUTH_ACTION_PREFIX = "auth."
+"""Actions of the core's own auth-store changes (``auth.user_add`` ...): not for Append."""
 
 EXPIRY_SOURCE = "expiry"
 """The source of the leader's lease-expiry revokes (action ``lease_expire``)."""
@@ -46,7 +59,9 @@ class AuditMetadataDeniedError(PermissionDeniedError):
 class InvalidAuditEventError(AuthError):
     """A platform event without an action, or with an action the core keeps for key changes."""
 
-    message = "flagstaff: an audit event needs an action that is not put, delete, txn or lease_*"
+    message = (
+        "flagstaff: an audit event needs an action that is not put, delete, txn, lease_* or auth.*"
+    )
     grpc_code = "INVALID_ARGUMENT"
 
 
@@ -89,7 +104,7 @@ def check_append(store: AuthStore, req: InternalRequest, action: str) -> None:
     """A platform event: a trusted principal and an action of its own."""
     if not is_trusted(store, req.principal):
         raise PermissionDeniedError()
-    if not action or action in KV_ACTIONS:
+    if not action or action in KV_ACTIONS or action.startswith(AUTH_ACTION_PREFIX):
         raise InvalidAuditEventError()
 
 
@@ -111,3 +126,41 @@ def visible(store: AuthStore, user: str, record: AuditRecord) -> AuditRecord | N
     if len(readable) == len(record.events):
         return record
     return record._replace(events=tuple(readable))
+
+
+def describe_auth(body: bytes) -> tuple[str, str]:
+    """An applied ``Op.AUTH`` body as a record's (action, JSON detail); never a password."""
+    kind = AuthOp(body[0])
+    payload = body[1:]
+    detail: dict[str, str] = {}
+    if kind == AuthOp.USER_ADD:
+        detail = {"user": pb.AuthUserAddRequest.FromString(payload).name}
+    elif kind == AuthOp.USER_DELETE:
+        detail = {"user": pb.AuthUserDeleteRequest.FromString(payload).name}
+    elif kind == AuthOp.USER_CHANGE_PASSWORD:
+        detail = {"user": pb.AuthUserChangePasswordRequest.FromString(payload).name}
+    elif kind == AuthOp.USER_GRANT_ROLE:
+        g = pb.AuthUserGrantRoleRequest.FromString(payload)
+        detail = {"user": g.user, "role": g.role}
+    elif kind == AuthOp.USER_REVOKE_ROLE:
+        r = pb.AuthUserRevokeRoleRequest.FromString(payload)
+        detail = {"user": r.name, "role": r.role}
+    elif kind == AuthOp.ROLE_ADD:
+        detail = {"role": pb.AuthRoleAddRequest.FromString(payload).name}
+    elif kind == AuthOp.ROLE_DELETE:
+        detail = {"role": pb.AuthRoleDeleteRequest.FromString(payload).role}
+    elif kind == AuthOp.ROLE_GRANT_PERMISSION:
+        gp = pb.AuthRoleGrantPermissionRequest.FromString(payload)
+        detail = {
+            "role": gp.name, "perm": auth_pb2.Permission.Type.Name(gp.perm.permType),
+            "key": _text(gp.perm.key), "range_end": _text(gp.perm.range_end),
+        }
+    elif kind == AuthOp.ROLE_REVOKE_PERMISSION:
+        rp = pb.AuthRoleRevokePermissionRequest.FromString(payload)
+        detail = {"role": rp.role, "key": _text(rp.key), "range_end": _text(rp.range_end)}
+    action = AUTH_ACTION_PREFIX + kind.name.lower()
+    return action, json.dumps(detail, sort_keys=True) if detail else ""
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")

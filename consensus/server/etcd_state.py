@@ -31,7 +31,12 @@ from consensus.mvcc import Event, KVStore, MVCCError, PutRequest, TxnRequest
 from consensus.mvcc.audit import AuditLog
 from consensus.server import etcd_codec as codec
 from consensus.server import failpoints
-from consensus.server.audit_access import action_of, check_append, check_audit_metadata
+from consensus.server.audit_access import (
+    action_of,
+    check_append,
+    check_audit_metadata,
+    describe_auth,
+)
 from consensus.server.auth_store import AuthStore
 from consensus.server.authorization import check_apply
 from consensus.server.internal_request import InternalRequest, Op
@@ -151,7 +156,13 @@ class EtcdStateMachine:
     def _apply_request(self, req: InternalRequest) -> object:
         op = req.op
         if op == Op.AUTH:
-            return self.auth.apply(req.principal, req.body)
+            result = self.auth.apply(req.principal, req.body)
+            action, detail = describe_auth(req.body)  # applied (a refusal raised): record it
+            self.audit.append(
+                self.kv.revision, req.time_ms, req.principal, req.actor, req.reason, req.source,
+                action, (), b"", detail,
+            )
+            return result
         if op == Op.AUDIT_APPEND:
             return self._apply_audit_append(req)
         if op == Op.AUDIT_PURGE:

@@ -321,6 +321,12 @@ def test_with_auth_on_metadata_and_reading_are_permission_checked(
             everything = (await root.audit_list(limit=100)).records
             assert {r.action for r in everything} >= {"put", "txn", "login"}
             assert any(c.key == b"/secret/t" for r in everything for c in r.changes)
+            # The auth store's own changes are recorded too (no password, no signing key).
+            auth_records = [(r.action, r.detail) for r in everything if r.action.startswith("auth.")]
+            assert ("auth.user_add", '{"user": "alice"}') in auth_records
+            assert ("auth.user_grant_role", '{"role": "reader", "user": "alice"}') in auth_records
+            assert ("auth.enable", "") in auth_records
+            assert "apw" not in str(auth_records) and "ppw" not in str(auth_records)
         async with Client(eps.split(",")) as anonymous:
             assert list((await anonymous.audit_list(limit=100)).records) == []
         assert "/pub/forged" not in ok(eps, "--user", "root:rootpw", "get", "/pub/", "--prefix")
