@@ -198,6 +198,13 @@ def _list_context(request: HttpRequest, project: str) -> dict[str, Any]:
     tags = sorted({t for o in overviews for s in o.states.values() for t in s.tags})
     stale = staleness.access_stale_flags(request.user, project, overviews)
     stale_only = request.GET.get("stale") == "1"
+    # The environment filter: show that environment's column only.
+    environment = request.GET.get("environment", "").strip()
+    all_environments = environments
+    if environment in {e.key for e in environments}:
+        environments = [e for e in environments if e.key == environment]
+    else:
+        environment = ""
     rows = []
     for overview in overviews:
         if not flag_filter.matches(overview) or (stale_only and overview.key not in stale):
@@ -218,6 +225,7 @@ def _list_context(request: HttpRequest, project: str) -> dict[str, Any]:
         "project": record, "environments": environments, "rows": rows, "tags": tags,
         "q": flag_filter.search, "tag": flag_filter.tag, "total": len(overviews),
         "stale_only": stale_only, "stale_count": len(stale),
+        "environment": environment, "all_environments": all_environments,
         "create_errors": [], "create_values": {},
     }
 
@@ -225,7 +233,7 @@ def _list_context(request: HttpRequest, project: str) -> dict[str, Any]:
 @login_required
 @require_GET
 def flag_list(request: HttpRequest, project: str) -> HttpResponse:
-    """A project's flags: search, tag filter, per-environment on/off toggles, a create form."""
+    """A project's flags: search, tag/environment/stale filters, per-environment toggles, a create form."""
     return render(request, "flags/list.html", _list_context(request, project))
 
 
@@ -303,7 +311,9 @@ def _flag_context(request: HttpRequest, project: str, flag: str,
     }
 
 
-def _change_text(value: Any, present: bool) -> str:
+def _change_text(value: Any, present: bool, op: str = "") -> str:
+    if op == "reordered" and isinstance(value, list):
+        return ", ".join(str(v) for v in value)  # rule ids, in order
     return _pretty(value) if present else "—"
 
 
@@ -325,8 +335,8 @@ def _history_context(request: HttpRequest, state: FlagState) -> dict[str, Any]:
                                       if k not in PLATFORM_FIELDS})
             if isinstance(v.document, dict) else _pretty(v.document),
             "changes": [{"path": c.path, "op": c.op,
-                         "before": _change_text(c.before, c.op not in ("added",)),
-                         "after": _change_text(c.after, c.op not in ("removed",))}
+                         "before": _change_text(c.before, c.op != "added", c.op),
+                         "after": _change_text(c.after, c.op != "removed", c.op)}
                         for c in v.changes],
         })
     return {"history": {"versions": versions, "next_before": history.next_before,

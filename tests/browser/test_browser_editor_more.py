@@ -112,7 +112,8 @@ def test_rules_reorder_by_buttons_and_drag_and_the_history_panel(
     newest = history.nth(0)
     assert "user:alice" in newest.locator(".updated-by").inner_text()
     assert newest.locator("tr.op-reordered").count() == 1
-    assert '"c"' in newest.locator("tr.op-reordered td.after").inner_text()
+    assert newest.locator("tr.op-reordered td.before").inner_text() == "a, b, c"
+    assert newest.locator("tr.op-reordered td.after").inner_text() == "c, a, b"
     assert "Created the flag." in history.nth(3).inner_text()
     assert "system:tests" in history.nth(3).locator(".updated-by").inner_text()
     # The flag's name is markup: shown as text, never run.

@@ -132,6 +132,14 @@ def test_history_panel_shows_versions_diffs_and_who(
     assert b'id="history"' in older
 
 
+def test_flag_list_filters_by_environment(web: Client, project: str, flag: str) -> None:
+    page = web.get(f"/projects/{project}/flags/", {"environment": "production"}).content.decode()
+    assert 'td data-environment="production"' in page and 'td data-environment="staging"' not in page
+    assert '<option value="production" selected>' in page
+    page = web.get(f"/projects/{project}/flags/", {"environment": "nope"}).content.decode()
+    assert 'td data-environment="production"' in page and 'td data-environment="staging"' in page
+
+
 def test_flag_list_says_who_changed_each_flag_last(
     web: Client, api: APIClient, other_api: APIClient, project: str, flag: str,
 ) -> None:
