@@ -155,7 +155,7 @@ def config_delete(request: HttpRequest) -> HttpResponse:
     path = request.POST.get("path", "")
     try:
         expected = _revision_field(request)
-        access.check_config_access(request.user, path, Perm.WRITE)
+        access.check_config_access(request.user, path, Perm.DELETE)
         actions.do_delete_config(path, expected_revision=expected, actor=_actor(request))
     except Conflict as exc:
         return _conflict(request, path, "", exc, deleting=True)
