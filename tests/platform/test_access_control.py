@@ -16,6 +16,7 @@ matrix; each row is a request and what each person gets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -410,3 +411,106 @@ def test_deploy_check_passes_with_production_settings(tmp_path: Any) -> None:
                              cwd=os.path.dirname(os.path.dirname(os.path.dirname(
                                  os.path.abspath(__file__)))))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# -- websockets ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_layer(settings: Any) -> None:
+    """The in-memory Channels layer (sync: settings changes reset the core gateway)."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.FLAGSTAFF_LIVE_HEARTBEAT_SECONDS = 30.0
+
+
+async def _socket(cookie_user: Any) -> Any:
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from flagstaff_platform.asgi import application
+
+    def login() -> str:
+        client = Client()
+        client.force_login(cookie_user)
+        return f"sessionid={client.cookies['sessionid'].value}"
+
+    cookie = await sync_to_async(login)()
+    ws = WebsocketCommunicator(application, "/ws/v1/flags/", headers=[
+        (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie.encode())])
+    connected, _ = await ws.connect(timeout=10)
+    assert connected
+    return ws
+
+
+async def _next(ws: Any) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "no message before the deadline"
+        message: dict[str, Any] = await ws.receive_json_from(timeout=remaining)
+        if message["type"] != "heartbeat":
+            return message
+
+
+async def _subscribe(ws: Any, project: str, environment: str) -> dict[str, Any]:
+    await ws.send_json_to({"type": "subscribe", "project": project, "environment": environment})
+    while True:
+        message = await _next(ws)
+        if message["type"] in ("subscribed", "error"):
+            return message
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_websocket_matrix_and_revocation_on_an_open_socket(
+        memory_layer: None, world_async: World) -> None:
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from flags.core import core
+    from flags.live.relay import stop_relay
+
+    world = world_async
+    sockets = []
+    try:
+        outsider = await _socket(world.people["outsider"])
+        viewer = await _socket(world.people["viewer"])
+        sockets += [outsider, viewer]
+        refused = await _subscribe(outsider, world.p, "production")
+        assert refused["type"] == "error" and refused["code"] == "not_found"
+        assert (await _subscribe(viewer, world.p, "staging"))["code"] == "not_found"
+        assert (await _subscribe(viewer, world.p, "production"))["type"] == "subscribed"
+
+        # The grant goes: the open socket is told at once and hears nothing more.
+        namespace = await sync_to_async(Namespace.objects.get)(
+            prefix=f"/flags/{world.p}/production/")
+        await sync_to_async(do_revoke)(namespace, [Perm.READ], frm=world.people["viewer"],
+                                       by=None)
+        dropped = await _next(viewer)
+        assert dropped == {"type": "error", "code": "not_found", "project": world.p,
+                           "environment": "production", "message": dropped["message"]}
+        editor_api = APIClient()
+        editor_api.force_authenticate(world.people["editor"])
+        toggled = await sync_to_async(editor_api.post)(
+            f"/api/v1/projects/{world.p}/environments/production/flags/{FLAG}/toggle/",
+            {"on": True}, format="json")
+        assert toggled.status_code == 200
+        # No event of it reaches the socket: the next message is the answer to a new
+        # subscribe, which is refused too.
+        await viewer.send_json_to({"type": "subscribe", "project": world.p,
+                                   "environment": "production"})
+        answer = await _next(viewer)
+        assert answer["type"] == "error" and answer["code"] == "not_found", answer
+    finally:
+        for ws in sockets:
+            with contextlib.suppress(Exception):
+                await ws.disconnect(timeout=10)
+        await stop_relay()
+        await core().aclose()
+        await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def world_async(world: World) -> World:
+    """The world, for async tests (its fixtures are sync)."""
+    return world
