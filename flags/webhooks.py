@@ -80,6 +80,8 @@ KEEP_FINISHED = 200
 """Finished deliveries kept per subscription (the log); older ones are deleted."""
 CLAIM_EXTRA_SECONDS = 30
 COLLECT_WAIT_SECONDS = 5.0
+CURSOR_LAG_REVISIONS = 1000
+"""Revisions without deliveries after which the cursor is moved anyway (bounds re-reading)."""
 
 
 # -- signatures ---------------------------------------------------------------------------------
@@ -358,19 +360,29 @@ async def _history(start: int, upto: int) -> tuple[list[tuple[int, int, mvcc.Eve
     return events, min(complete, upto)
 
 
+def _move_cursor(to: tuple[int, int], cursor_mod: int) -> bool:
+    value = encode_json({"revision": to[0], "index": -1 if to[1] == WHOLE else to[1]})
+    response = core().commit([compare_mod(keyspace.WEBHOOK_CURSOR, "=", cursor_mod)],
+                             [op_put(keyspace.WEBHOOK_CURSOR, value)], actor=RELAY,
+                             expect={keyspace.WEBHOOK_CURSOR: value})
+    return bool(response.succeeded)
+
+
 def collect_events(*, now: float | None = None) -> int:
     """Turn the changes since the cursor into delivery records (one txn per batch); how many."""
     revision, handled, cursor_mod = _cursor()
     current = core().list(keyspace.WEBHOOK_CURSOR, keys_only=True).revision
-    if cursor_mod == 0:  # first run: deliver from now on
-        value = encode_json({"revision": current, "index": -1})
-        core().commit([compare_mod(keyspace.WEBHOOK_CURSOR, "=", 0)],
-                      [op_put(keyspace.WEBHOOK_CURSOR, value)], actor=RELAY,
-                      expect={keyspace.WEBHOOK_CURSOR: value})
-        return 0
     if current <= revision:
         return 0
     subscriptions = [s for s in list_subscriptions() if s.active]
+    if cursor_mod == 0:  # no cursor (made with the first subscription): deliver from now on
+        if subscriptions:
+            _move_cursor((current, WHOLE), 0)
+        return 0
+    if not subscriptions:
+        if current - revision > CURSOR_LAG_REVISIONS:
+            _move_cursor((current, WHOLE), cursor_mod)
+        return 0
     start = revision + 1 if handled == WHOLE else revision
     try:
         events, complete = core().run(_history(max(start, 1), current))
@@ -421,7 +433,10 @@ def collect_events(*, now: float | None = None) -> int:
                             encode_json(document)))
         position = (event_revision, index)
     final = (complete, WHOLE) if complete > position[0] else position
-    if final != (revision, handled):
+    # Moving the cursor is itself a write (a new revision, under /webhooks/ so never
+    # delivered): it moves only along with new deliveries, or once it lags far enough
+    # behind that re-reading the history each tick would cost, so an idle system stays idle.
+    if pending or (final[0] - revision > CURSOR_LAG_REVISIONS and final != (revision, handled)):
         flush(final)
     return made
 
