@@ -1,14 +1,16 @@
-"""Websocket routes of the ASGI app: live updates of flags and segments (``docs/websocket-protocol.md``)."""
+"""Websocket routes of the ASGI app: live updates of flags and segments (``docs/websocket-protocol.md``) and of the services page (``discovery.live``)."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
+from discovery.live import ServicesConsumer
 from flags.live.consumers import LiveConsumer
 from flags.live.evaluated import EvaluatedValuesConsumer
 
 websocket_urlpatterns: list[URLPattern | URLResolver] = [
     path("ws/v1/flags/", LiveConsumer.as_asgi(), name="ws-live-flags"),
+    path("ws/v1/services/", ServicesConsumer.as_asgi(), name="ws-services"),
 ]
 
 key_websocket_urlpatterns: list[URLPattern | URLResolver] = [

@@ -14,6 +14,7 @@ from flagstaff_platform import views
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", flag_views.home, name="home"),
     path("", include("flags.urls")),
+    path("", include("discovery.urls")),
     path("accounts/login/",
          auth_views.LoginView.as_view(authentication_form=ThrottledAuthenticationForm),
          name="login"),

@@ -423,3 +423,110 @@ def test_health_checks_update_health_and_deregister_after_critical_too_long(
         _Health.status = 200
         http_server.shutdown()
         listener.close()
+
+
+# -- the services page -------------------------------------------------------------------------
+
+
+def test_services_page_shows_instances_health_tags_metadata_and_heartbeats(
+        stub: pb_grpc.RegistryStub, service_token: Callable[..., str], service: str,
+        admin: Any) -> None:
+    from django.test import Client as DjangoClient
+
+    secret = service_token(service)
+    stub.Register(register_request(service, "page-1", address="10.9.8.7", port=8443,
+                                   tags=["canary"], metadata={"build": "b-42"}),
+                  metadata=auth(secret))
+    browser = DjangoClient()
+    assert browser.login(username="ops", password="ops-password")
+    page = browser.get("/services/").content.decode()
+    row = page[page.index(f'data-key="/services/{service}/page-1"'):]
+    row = row[:row.index("</tr>")]
+    for text in ("page-1", "10.9.8.7:8443", "passing", '<span class="tag">canary</span>',
+                 "build=b-42", " UTC</td>"):
+        assert text in row, (text, row)
+    assert '<td class="heartbeat"></td>' not in row  # derived from the live lease
+    assert browser.get("/").content.decode().count('href="/services/"') == 1  # the nav link
+    assert DjangoClient().get("/services/").status_code == 302  # people log in first
+
+
+@pytest.fixture
+def live_settings(settings: Any) -> None:
+    """The in-memory Channels layer and fast page heartbeats (set outside the event loop)."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.FLAGSTAFF_LIVE_HEARTBEAT_SECONDS = 0.2
+
+
+async def test_services_page_websocket_follows_instances_as_they_come_and_go(
+        stub: pb_grpc.RegistryStub, service_token: Callable[..., str], service: str,
+        admin: Any, live_settings: None) -> None:
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from django.db import connections
+    from django.test import Client as DjangoClient
+    from flagstaff_platform.asgi import application
+
+    from discovery.live import stop_services_relay
+
+    def login() -> str:
+        browser = DjangoClient()
+        assert browser.login(username="ops", password="ops-password")
+        return f"sessionid={browser.cookies['sessionid'].value}"
+
+    secret = await sync_to_async(service_token)(service)
+    cookie = await sync_to_async(login)()
+    register = sync_to_async(lambda instance: stub.Register(
+        register_request(service, instance, ttl_seconds=2 if instance == "short" else 30),
+        metadata=auth(secret)))
+    await register("before")
+    ws = WebsocketCommunicator(application, "/ws/v1/services/", headers=[
+        (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie.encode())])
+    try:
+        connected, _ = await ws.connect(timeout=DEADLINE)
+        assert connected
+        snapshot = await ws.receive_json_from(timeout=DEADLINE)
+        assert snapshot["type"] == "snapshot"
+        assert f"{service}/before" in {f"{i['service']}/{i['instance_id']}"
+                                       for i in snapshot["instances"]}
+
+        async def next_about(instance: str, kind: str) -> dict[str, Any]:
+            while True:
+                message = await ws.receive_json_from(timeout=DEADLINE)
+                if message["type"] == "heartbeats" or message["instance"]["service"] != service:
+                    continue
+                if message["instance"]["instance_id"] == instance and message["type"] == kind:
+                    return message
+
+        await register("short")
+        up = await next_about("short", "up")
+        assert up["instance"]["ttl"] == 2 and up["revision"] > snapshot["revision"]
+        # Nobody renews "short": its lease expires and the page sees it go.
+        await next_about("short", "down")
+        await sync_to_async(stub.Deregister)(
+            pb.DeregisterRequest(service=service, instance_id="before"), metadata=auth(secret))
+        await next_about("before", "down")
+
+        await register("beating")
+        await next_about("beating", "up")
+        key = f"/services/{service}/beating"
+        while True:
+            message = await ws.receive_json_from(timeout=DEADLINE)
+            if message["type"] == "heartbeats" and key in message["last"]:
+                assert message["last"][key] <= message["at"]
+                break
+    finally:
+        await ws.disconnect()
+        await stop_services_relay()
+        await sync_to_async(connections.close_all)()
+
+
+async def test_services_websocket_refuses_anonymous_connections(core_cluster: Cluster) -> None:
+    from channels.testing import WebsocketCommunicator
+    from flagstaff_platform.asgi import application
+
+    from flags.live.consumers import CLOSE_UNAUTHENTICATED
+
+    ws = WebsocketCommunicator(application, "/ws/v1/services/",
+                               headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
+    connected, code = await ws.connect(timeout=DEADLINE)
+    assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
