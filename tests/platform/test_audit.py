@@ -15,6 +15,9 @@ import csv
 import io
 import itertools
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +100,30 @@ def test_every_door_is_recorded_with_principal_actor_source_and_values(
         assert after == before
     assert chain[-1][2]["description"] == "edited with etcdctl"
     assert ui["revision"] < rest["revision"] < job["revision"] < etcd_rec["revision"]
+
+
+def test_a_web_process_killed_right_after_the_commit_still_leaves_the_record(
+    api: APIClient, core_cluster: Cluster, new_key: Callable[[str], str]
+) -> None:
+    # A process writing through the platform's gateway (what a daphne worker does)
+    # SIGKILLs itself the instant the core acknowledges the commit. Had the audit
+    # record been a second write after the change, it would be missing.
+    key = f"/config/{new_key('crash')}"
+    script = (
+        "import os, signal\n"
+        "from consensus.client import compare_version, op_put\n"
+        "from flags.core import Actor, CoreGateway\n"
+        f"g = CoreGateway({[n.endpoint for n in core_cluster.nodes]!r})\n"
+        f"g.commit([compare_version({key!r}, '=', 0)], [op_put({key!r}, '42')],\n"
+        f"         actor=Actor('user:crash', 'right before the crash', 'ui'), expect={{{key!r}: b'42'}})\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    (record,) = audit(api, key=key)
+    assert (record["actor"], record["reason"], record["source"]) == (
+        "user:crash", "right before the crash", "ui")
+    assert record["changes"] == [{"key": key, "before": None, "after": "42", "kind": "create"}]
 
 
 def test_review_ui_filters_shows_a_diff_and_exports_csv(
