@@ -137,8 +137,13 @@ class Subscription:
         return str(self.document.get("secret", ""))
 
     def matches(self, key: str, revision: int) -> bool:
-        """Whether a change of ``key`` at ``revision`` (after the subscription was made) is for it."""
-        return self.active and revision > self.created_revision \
+        """Whether a change of ``key`` at ``revision`` is for this subscription.
+
+        Only changes after the subscription was last written (created, or
+        resumed: it has no other updates) count, so nothing made while it was
+        paused is delivered later.
+        """
+        return self.active and revision > self.revision \
             and any(key.startswith(p) for p in self.prefixes)
 
     @classmethod

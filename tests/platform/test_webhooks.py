@@ -221,6 +221,14 @@ def test_a_paused_subscription_gets_nothing_and_bad_input_is_refused(
     for _ in range(3):
         run_webhooks()
     assert receiver.requests == []
+    # Resumed: what happened while it was paused stays undelivered; what follows arrives.
+    staff.post(f"/webhooks/{subscription}/active/", {"active": "true"})
+    api.post(f"/api/v1/projects/{project}/environments/staging/flags/{flag}/toggle/",
+             {"on": False}, format="json")
+    _until_received(receiver, 1, "the change after resuming")
+    for _ in range(3):
+        run_webhooks()
+    assert [json.loads(p["value"])["on"] for p in receiver.payloads()] == [False]
     staff.post(f"/webhooks/{subscription}/delete/", {"confirm": "yes"})
     assert staff.get(f"/webhooks/{subscription}/").status_code == 404
 
