@@ -59,14 +59,20 @@ async def serve(
     username: str | None = None,
     password: str | None = None,
     timeout: float = 5.0,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
     stop: asyncio.Event,
     on_listening: Callable[[int, Registry], None] | None = None,
 ) -> None:
     """Serve the Registry on ``host:port`` (0: any free port) until ``stop`` is set.
 
+    The core is reached at ``endpoints`` (over TLS with ``ca_file``/``cert_file``/``key_file``).
+
     ``on_listening(port, registry)`` is called once the server accepts calls.
     """
-    client = Client(list(endpoints), timeout=timeout, username=username, password=password)
+    client = Client(list(endpoints), timeout=timeout, username=username, password=password,
+                    ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     server = grpc.aio.server(options=[
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),

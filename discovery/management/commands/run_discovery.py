@@ -2,7 +2,8 @@
 
 It runs inside Django for the platform's tokens and permissions, and reaches
 the core through ``consensus.client`` at ``FLAGSTAFF_ENDPOINTS`` (as the
-platform's core user, ``FLAGSTAFF_CORE_USER``). ``flagstaff up`` starts it on
+platform's core user, ``FLAGSTAFF_CORE_USER``; over TLS with
+``FLAGSTAFF_CA_FILE``/``FLAGSTAFF_CERT_FILE``/``FLAGSTAFF_KEY_FILE``). ``flagstaff up`` starts it on
 port 7070. SIGTERM or SIGINT stops it gracefully.
 """
 
@@ -49,5 +50,8 @@ class Command(BaseCommand):
             host=host, port=port, endpoints=settings.FLAGSTAFF_ENDPOINTS,
             username=settings.FLAGSTAFF_CORE_USER, password=settings.FLAGSTAFF_CORE_PASSWORD,
             timeout=settings.FLAGSTAFF_CORE_TIMEOUT, authorizer=PlatformAuthorizer(),
+            ca_file=getattr(settings, "FLAGSTAFF_CA_FILE", None),
+            cert_file=getattr(settings, "FLAGSTAFF_CERT_FILE", None),
+            key_file=getattr(settings, "FLAGSTAFF_KEY_FILE", None),
             stop=stop, on_listening=listening,
         )
