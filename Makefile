@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
 APT_PACKAGES := etcd-client etcd-server chromium
 
-.PHONY: install apt-deps lint test up sim bench bench-compare robustness clean
+.PHONY: install apt-deps lint test up sim bench bench-compare bench-discovery robustness clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: install
 # Flagstaff vs etcd on fresh local 3-member clusters (~8 min); updates docs/performance.md.
 bench-compare: install
 	$(BIN)/python -m consensus.bench.compare --write-docs
+
+# 1,000 service instances renewing their leases every second through the discovery Registry
+# (~2 min); prints the CPU of the Registry and of each core member (docs/performance.md).
+bench-discovery: install
+	$(BIN)/python -m discovery.bench --instances 1000 --interval 1 --ttl 5
 
 # Long robustness sweep (docs/robustness.md): random fault schedules on 3/5-member clusters,
 # every history checked; ROBUSTNESS_ARGS e.g. "--minutes 60" or "--only-seed 1234".
