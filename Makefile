@@ -54,6 +54,11 @@ bench-compare: install
 bench-discovery: install
 	$(BIN)/python -m discovery.bench --instances 1000 --interval 1 --ttl 5
 
+# The SDK's benchmarks (docs/performance.md, "SDK"): evaluations/s next to launchdarkly-server-sdk
+# and UnleashClient, save -> callback propagation to 1/100/1,000 clients, memory per client.
+bench-sdk: install
+	$(BIN)/python -m flags.sdk.bench
+
 # Long robustness sweep (docs/robustness.md): random fault schedules on 3/5-member clusters,
 # every history checked; ROBUSTNESS_ARGS e.g. "--minutes 60" or "--only-seed 1234".
 ROBUSTNESS_ARGS ?= --runs 30
