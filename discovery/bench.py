@@ -69,9 +69,12 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             stats["registered"] += 1
             lease = response.lease_id
             call = client.stub.KeepAlive(metadata=client.metadata)
-            await asyncio.sleep(random.random() * args.interval)  # spread renewals over the second
+            loop = asyncio.get_running_loop()
+            due = loop.time() + random.random() * args.interval  # spread over the interval
             try:
                 while not stop.is_set():
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    due += args.interval  # a fixed rate: one renewal per interval
                     await call.write(pb.KeepAliveRequest(lease_id=lease))
                     answer = await call.read()
                     if answer is grpc.aio.EOF:
@@ -83,7 +86,6 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
                         stats["renewals"] += 1
                         if measuring.is_set():
                             stats["measured_renewals"] += 1
-                    await asyncio.sleep(args.interval)
             except grpc.aio.AioRpcError:
                 stats["errors"] += 1
             finally:
