@@ -11,6 +11,7 @@ the cluster with ``FLAGSTAFF_CA_FILE``/``FLAGSTAFF_CERT_FILE``/``FLAGSTAFF_KEY_F
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import struct
@@ -20,7 +21,7 @@ import pytest
 
 from consensus.client import Client, EtcdError
 from consensus.server import transport
-from tests.cluster.harness import Cluster, wait_until
+from tests.cluster.harness import Cluster, free_port, wait_until
 from tests.etcd.etcdctl import etcdctl
 from tests.tls.pki import Pki
 from tests.tls.tls_support import TlsNode, client_context, https_get
@@ -57,7 +58,7 @@ def test_etcdctl_with_client_certificate_writes_and_every_member_serves_it(
 
 
 def test_client_without_certificate_is_refused(tls_cluster: Cluster, pki: Pki) -> None:
-    res = etcdctl(tls_cluster.nodes[0].client_url, f"--cacert={pki.ca}", "--dial-timeout=2s",
+    res = etcdctl(tls_cluster.nodes[0].client_url, f"--cacert={pki.ca}", "--dial-timeout=2s", "--command-timeout=2s",
                   "put", "/tls/no-cert", "x")
     assert res.returncode != 0
     assert "OK" not in res.stdout
@@ -66,7 +67,7 @@ def test_client_without_certificate_is_refused(tls_cluster: Cluster, pki: Pki) -
 def test_client_certificate_from_another_ca_is_refused(tls_cluster: Cluster, pki: Pki) -> None:
     res = etcdctl(
         tls_cluster.nodes[0].client_url, f"--cacert={pki.ca}", f"--cert={pki.rogue_client.cert}",
-        f"--key={pki.rogue_client.key}", "--dial-timeout=2s", "put", "/tls/rogue", "x",
+        f"--key={pki.rogue_client.key}", "--dial-timeout=2s", "--command-timeout=2s", "put", "/tls/rogue", "x",
     )
     assert res.returncode != 0
     assert "OK" not in res.stdout
@@ -74,7 +75,7 @@ def test_client_certificate_from_another_ca_is_refused(tls_cluster: Cluster, pki
 
 def test_plaintext_client_is_refused(tls_cluster: Cluster) -> None:
     node = tls_cluster.nodes[0]
-    res = etcdctl(f"http://{node.endpoint}", "--dial-timeout=2s", "put", "/tls/plain", "x")
+    res = etcdctl(f"http://{node.endpoint}", "--dial-timeout=2s", "--command-timeout=2s", "put", "/tls/plain", "x")
     assert res.returncode != 0
     assert "OK" not in res.stdout
 
@@ -174,3 +175,35 @@ def test_platform_gateway_over_tls(tls_cluster: Cluster, pki: Pki, settings: obj
         assert core().status().leader != 0
     finally:
         reset_core()
+
+
+def test_a_member_joins_over_tls_and_is_removed(tls_cluster: Cluster, pki: Pki) -> None:
+    """``--initial-cluster-state existing``: the joiner asks its peers for the cluster id over
+    peer TLS, then catches up from the leader over it. (Last: it changes the membership.)"""
+    first = tls_cluster.nodes[0]
+    base = first.data_dir.parent
+    joiner = TlsNode(
+        name="n4", peer_port=free_port(), metrics_port=free_port(), data_dir=base / "n4",
+        log_path=base / "n4.log", registry=first.registry, extra_args=list(first.extra_args),
+        context=client_context(pki),
+    )
+    eps = https_endpoints(tls_cluster)
+    key = f"/tls/join/{uuid.uuid4().hex}"
+    assert etcdctl(eps, *tls_args(pki), "put", key, "before-join").returncode == 0
+    add = etcdctl(eps, *tls_args(pki), "member", "add", "n4", f"--peer-urls={joiner.peer_url}")
+    assert add.returncode == 0, add.stderr
+    match = re.match(r"Member +([0-9a-f]+) added", add.stdout)
+    assert match is not None, add.stdout
+    joiner.start(f"{tls_cluster.initial_cluster},n4={joiner.peer_url}", state="existing")
+    try:
+        def served() -> str | None:
+            res = etcdctl(joiner.client_url, *tls_args(pki), "get", key, "--consistency=s",
+                          "--print-value-only")
+            return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else None
+
+        assert wait_until(served, 30, "the joiner to serve the key") == "before-join"
+    finally:
+        remove = etcdctl(eps, *tls_args(pki), "member", "remove", match.group(1))
+        assert remove.returncode == 0, remove.stderr
+    assert joiner.proc is not None
+    assert joiner.proc.wait(timeout=30) == 0  # a removed member stops by itself
