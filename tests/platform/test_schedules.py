@@ -26,6 +26,7 @@ import pytest
 from celery import Celery
 from rest_framework.test import APIClient
 
+from flags.schedules import read_schedule
 from flags.tasks import run_schedules
 from tests.cluster.harness import ROOT, Cluster, ProcessRegistry, wait_until
 
@@ -314,6 +315,42 @@ def test_the_flag_page_schedules_pauses_and_cancels(api: APIClient, user: Any, p
     assert f'data-schedule="{once["id"]}" data-state="paused"' in page
     assert f'data-schedule="{rollout["id"]}" data-state="cancelled"' in page
     assert web.post(base + f"{once['id']}/explode/").status_code == 404
+
+
+def test_racing_ticks_in_two_threads_apply_each_step_once(api: APIClient, project: str,
+                                                          flag: str) -> None:
+    start = _document(api, project, "staging", flag)
+    created = _create(api, project, flag, {"kind": "progressive", "step_percentage": 10,
+                                           "bake_seconds": 0})
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                outcomes.extend(_tick(project))
+                # (the API client needs the test's database transaction: not from a thread)
+                if read_schedule(project, "staging", flag, created["id"]).state == "completed":
+                    return
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert errors == []
+    schedule = _schedule(api, project, flag, created["id"])
+    assert schedule["state"] == "completed"
+    assert _step_events(schedule) == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert _document(api, project, "staging", flag)["version"] == start["version"] + 10
+    # Each worker reports what it did: ten steps and one completion between them, no more.
+    assert sum(": step " in o for o in outcomes) == 10
+    assert sum(o.endswith(": completed") for o in outcomes) == 1
 
 
 # -- real Celery workers ------------------------------------------------------------------------
