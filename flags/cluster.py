@@ -131,6 +131,14 @@ async def _read_cluster() -> ClusterView:
     )
 
 
+def _audit(actor: Actor, action: str, detail: dict[str, Any]) -> None:
+    """Record an operation that is not a key change (membership, backups) in the audit trail."""
+    from flags.audit import record_platform_event
+
+    record_platform_event(actor=actor.principal, action=action, detail=detail,
+                          source=actor.source or "ui", wait=True)
+
+
 def read_cluster() -> ClusterView:
     """Members, per-member status, leader, term and alarms, read now."""
     try:
@@ -154,6 +162,8 @@ def do_add_member(peer_urls: list[str], *, is_learner: bool, actor: Actor) -> in
     except EtcdError as exc:
         raise translate(exc) from exc
     logger.warning("%s added member %016x (%s)", actor.principal, member_id, ", ".join(urls))
+    _audit(actor, "cluster.member_add", {"member": f"{member_id:016x}", "peer_urls": urls,
+                                          "learner": is_learner})
     return member_id
 
 
@@ -167,6 +177,7 @@ def do_remove_member(member_id: int, *, actor: Actor) -> None:
     except EtcdError as exc:
         raise translate(exc) from exc
     logger.warning("%s removed member %016x", actor.principal, member_id)
+    _audit(actor, "cluster.member_remove", {"member": f"{member_id:016x}"})
 
 
 # -- backups ------------------------------------------------------------------------------------
@@ -242,6 +253,7 @@ def do_backup_now(directory: str | os.PathLike[str], *, actor: Actor) -> BackupF
         finally:
             os.close(fd)
     logger.info("%s took backup %s (revision %d, %d bytes)", actor.principal, final, revision, size)
+    _audit(actor, "cluster.backup", {"file": str(final), "revision": revision, "bytes": size})
     return BackupFile(final, size, revision, stamp)
 
 

@@ -10,6 +10,7 @@ the restarted member serves the same flag at the same revision.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,9 @@ def test_adding_and_removing_a_member_needs_the_confirmation(admin: Client,
     assert _member_names(core_cluster) == sorted([*before, url])
     admin.post(f"/cluster/members/{member}/remove/", {"confirm": "yes"})
     assert _member_names(core_cluster) == before
+    for action, detail in (("cluster.member_add", url), ("cluster.member_remove", member)):
+        records = admin.get(f"/api/v1/audit/?action={action}").json()["results"]
+        assert any(r["actor"] == "user:root" and detail in json.dumps(r) for r in records), records
 
 
 def test_scheduled_backups_are_written_and_pruned(core_cluster: Cluster, backup_dir: Path) -> None:
