@@ -170,16 +170,11 @@ def effective_access(request: HttpRequest) -> HttpResponse:
     Others' grants are shown only on prefixes the viewer manages (all of them
     for superusers), so the page names nothing outside the viewer's reach.
     """
-    name = request.GET.get("user", "").strip() or request.user.get_username()
-    person = get_user_model().objects.filter(username=name).first()
-    if person is None:
-        raise Http404("no such person")
-    grants = ns.effective_access(person)
-    if person.pk != request.user.pk and not request.user.is_superuser:
-        if not ns.access_namespaces(request.user):
-            raise Http404("no such person")
-        viewer = permission_checker(request.user)
-        grants = [g for g in grants if viewer.allows(Perm.MANAGE, g.prefix)]
+    try:
+        person, grants = ns.access_effective_access(request.user,
+                                                    request.GET.get("user", "").strip())
+    except NotFound as exc:
+        raise Http404(str(exc)) from None
     return render(request, "access/effective.html", {"person": person, "grants": grants})
 
 

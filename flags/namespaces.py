@@ -173,6 +173,28 @@ def effective_access(user: Any) -> list[EffectiveGrant]:
     return sorted(out, key=lambda g: (g.prefix, g.via))
 
 
+def access_effective_access(viewer: Any, username: str) -> tuple[Any, list[EffectiveGrant]]:
+    """A person (``username``; the viewer when empty) and their grants, as ``viewer`` may see them.
+
+    Your own in full; someone else's only on namespaces the viewer manages
+    (all for superusers). NotFound for an unknown name, and for anyone else's
+    when the viewer manages nothing.
+    """
+    from django.contrib.auth import get_user_model
+
+    name = username or viewer.get_username()
+    person = get_user_model().objects.filter(username=name).first()
+    if person is None:
+        raise NotFound(f"no user {name!r}")
+    grants = effective_access(person)
+    if person.pk != viewer.pk and not viewer.is_superuser:
+        if not access_namespaces(viewer):
+            raise NotFound(f"no user {name!r}")
+        checker = permission_checker(viewer)
+        grants = [g for g in grants if checker.allows(Perm.MANAGE, g.prefix)]
+    return person, grants
+
+
 def access_namespaces(user: Any) -> list[Namespace]:
     """The namespaces ``user`` may see on the management pages: those under a prefix they manage."""
     checker = permission_checker(user)

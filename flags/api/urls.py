@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from flags.api import audit, evaluations, schedules, tokens, views
+from flags.api import access, audit, evaluations, schedules, tokens, views
 
 
 class KeyConverter:
@@ -33,6 +33,14 @@ urlpatterns = [
     path("tokens/", tokens.TokenListView.as_view(), name="api-tokens"),
     path("sdk/evaluations/", evaluations.EvaluationCountsView.as_view(), name="api-sdk-evaluations"),
     path("tokens/<int:token_id>/", tokens.TokenDetailView.as_view(), name="api-token-detail"),
+    path("namespaces/", access.NamespaceListView.as_view(), name="api-namespaces"),
+    path("namespaces/<int:namespace_id>/", access.NamespaceDetailView.as_view(),
+         name="api-namespace"),
+    path("namespaces/<int:namespace_id>/grants/", access.GrantView.as_view(),
+         name="api-namespace-grants"),
+    path("namespaces/<int:namespace_id>/revoke/", access.GrantView.as_view(revoke=True),
+         name="api-namespace-revoke"),
+    path("access/effective/", access.EffectiveAccessView.as_view(), name="api-effective-access"),
     path("projects/", views.ProjectListView.as_view(), name="api-projects"),
     path(f"{P}/", views.ProjectDetailView.as_view(), name="api-project"),
     path(f"{P}/environments/", views.EnvironmentListView.as_view(), name="api-environments"),

@@ -326,6 +326,43 @@ def test_grant_and_revoke_through_the_ui_with_confirmation(world: World) -> None
     assert world.api("outsider").get(f"/api/v1/projects/{world.p}/").status_code == 404
 
 
+def test_permission_management_through_rest(world: World) -> None:
+    manager = world.api("manager")
+    listed = manager.get("/api/v1/namespaces/").json()
+    # Every namespace under what the manager manages, nothing else.
+    assert [n["prefix"] for n in listed] == [f"/flags/{world.p}/", f"/flags/{world.p}/production/"]
+    assert {"kind": "user", "name": "manager", "perms": ["view", "manage"]} in listed[0]["holders"]
+    ns_id = listed[0]["id"]
+    url = f"/api/v1/namespaces/{ns_id}/"
+    assert manager.post(url + "grants/", {"user": "outsider", "perms": ["edit"]},
+                        format="json").status_code == 403
+    granted = manager.post(url + "grants/", {"user": "outsider", "perms": ["view"]},
+                           format="json")
+    assert granted.status_code == 200, granted.content
+    assert world.api("outsider").get(f"/api/v1/projects/{world.p}/").status_code == 200
+    effective = manager.get("/api/v1/access/effective/?user=outsider").json()
+    assert effective["grants"] == [{"prefix": f"/flags/{world.p}/", "perms": ["view"],
+                                    "via": "direct"}]
+    assert manager.post(url + "revoke/", {"user": "outsider", "perms": ["view"]},
+                        format="json").status_code == 200
+    assert world.api("outsider").get(f"/api/v1/projects/{world.p}/").status_code == 404
+    # Not the manager's: 404; a viewer manages nothing; tokens manage nothing.
+    foreign = ensure_namespace(f"/flags/{world.q}/")
+    assert manager.get(f"/api/v1/namespaces/{foreign.pk}/").status_code == 404
+    assert manager.delete(f"/api/v1/namespaces/{foreign.pk}/").status_code == 404
+    assert world.api("viewer").get("/api/v1/namespaces/").json() == []
+    assert manager.post("/api/v1/namespaces/", {"prefix": "/config/"},
+                        format="json").status_code == 403
+    created = manager.post("/api/v1/namespaces/", {"prefix": f"/flags/{world.p}/staging/"},
+                           format="json")
+    assert created.status_code == 201
+    _, secret = do_create_token(created_by=world.people["editor"], name="t",
+                                kind=TokenKind.AUTOMATION, scope=f"/flags/{world.p}/production/")
+    token_client = APIClient()
+    token_client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert token_client.get("/api/v1/namespaces/").status_code == 403
+
+
 def test_effective_access_view(world: World) -> None:
     group = Group.objects.create(name=f"g-{uuid.uuid4().hex[:6]}")
     world.people["viewer"].groups.add(group)
