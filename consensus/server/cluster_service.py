@@ -345,7 +345,7 @@ class ClusterService(pb_grpc.ClusterServicer):
             leader = next((m for m in self.member.members() if m.id == self.member.leader), None)
             for url in leader.client_urls if leader is not None else []:
                 remaining = max(0.1, deadline - loop.time())
-                async with grpc.aio.insecure_channel(grpc_target(url)) as channel:
+                async with self.s.dial(url) as channel:
                     promote = channel.unary_unary(
                         "/etcdserverpb.Cluster/MemberPromote",
                         request_serializer=pb.MemberPromoteRequest.SerializeToString,

@@ -224,6 +224,8 @@ class EtcdServer:
             ]
         )
         self._started = False
+        self.client_tls: TlsFiles | None = None
+        """``--cert-file`` and friends: served on https client URLs, and used by :meth:`dial`."""
         self.watch_hub: WatchHub | None = None
         """The Watch service's hub (set when it registers); read by ``/metrics``."""
         self.propose_checks: list[Callable[[Op, PbMessage], Awaitable[None]]] = []
@@ -240,6 +242,7 @@ class EtcdServer:
 
     async def start(self, client_urls: list[str], tls: TlsFiles | None = None) -> None:
         """Listen on every client URL: ``https://`` ones with ``tls`` (``--cert-file`` ...)."""
+        self.client_tls = tls
         for url in client_urls:
             parts = urlsplit(url)
             host = parts.hostname or "127.0.0.1"
@@ -255,6 +258,18 @@ class EtcdServer:
                 raise OSError(f"cannot listen for clients on {url}")
         await self.server.start()
         self._started = True
+
+    def dial(self, url: str) -> grpc.aio.Channel:
+        """A channel to another member's client URL (forwarding to the leader): TLS with this
+        member's client certificate for ``https://``, plaintext for ``http://`` or ``host:port``."""
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        host = parts.hostname or "127.0.0.1"
+        target = f"[{host}]:{parts.port or 2379}" if ":" in host else f"{host}:{parts.port or 2379}"
+        if parts.scheme == "https":
+            tls = self.client_tls
+            creds = tls.grpc_channel_credentials() if tls is not None else grpc.ssl_channel_credentials()
+            return grpc.aio.secure_channel(target, creds)
+        return grpc.aio.insecure_channel(target)
 
     async def stop(self, grace: float = 1.0) -> None:
         if self._started:

@@ -78,30 +78,37 @@ def new_lease_id() -> int:
 
 
 def grpc_target(url: str) -> str | None:
-    """``host:port`` for a plain-HTTP client URL; None for anything gRPC cannot dial insecurely."""
+    """``host:port`` for an ``http``/``https`` client URL; None for anything gRPC cannot dial."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "") or not parts.hostname:
+    if parts.scheme not in ("http", "https", "") or not parts.hostname:
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{host}:{parts.port or 2379}"
 
 
-class LeaderForwarder:
-    """gRPC channels from a follower to the leader's client URLs, reused across requests."""
+def _insecure(url: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(grpc_target(url))
 
-    def __init__(self) -> None:
+
+class LeaderForwarder:
+    """gRPC channels from a follower to the leader's client URLs, reused across requests.
+
+    ``dial`` opens a channel for a URL (``EtcdServer.dial``: TLS for ``https://``).
+    """
+
+    def __init__(self, dial: Callable[[str], grpc.aio.Channel] = _insecure) -> None:
+        self._dial = dial
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def stubs(self, client_urls: list[str]) -> list[pb_grpc.LeaseStub]:
         out = []
         for url in client_urls:
-            target = grpc_target(url)
-            if target is None:
+            if grpc_target(url) is None:
                 continue
-            channel = self._channels.get(target)
+            channel = self._channels.get(url)
             if channel is None:
-                channel = grpc.aio.insecure_channel(target)
-                self._channels[target] = channel
+                channel = self._dial(url)
+                self._channels[url] = channel
             out.append(pb_grpc.LeaseStub(channel))  # type: ignore[no-untyped-call]
         return out
 
@@ -145,7 +152,7 @@ class LeaseService(pb_grpc.LeaseServicer):
         self.s = server
         self.lessor = lessor
         self.member = lessor.member
-        self.forwarder = LeaderForwarder()
+        self.forwarder = LeaderForwarder(server.dial)
 
     # -- Raft-backed calls ---------------------------------------------------------------------
     @unary

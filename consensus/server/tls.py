@@ -74,6 +74,24 @@ class TlsFiles:
             ctx.load_cert_chain(self.cert_file, self.key_file)
         return ctx
 
+    def grpc_channel_credentials(self) -> object:
+        """``grpc.ssl_channel_credentials`` for dialling another member's ``https://`` client URL.
+
+        As etcd's internal clients do, the member verifies the server against
+        ``--trusted-ca-file`` and presents its own ``--cert-file`` (which then
+        needs the ``clientAuth`` extended key usage when ``--client-cert-auth`` is on).
+        """
+        import grpc
+
+        def read(path: str) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.trusted_ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
     def grpc_server_credentials(self) -> object:
         """``grpc.ssl_server_credentials`` for the client URLs (a ``grpc.ServerCredentials``)."""
         import grpc

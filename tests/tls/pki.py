@@ -32,7 +32,7 @@ class Pki:
 
     ca: Path
     server: CertPair
-    """The members' client-facing certificate (``--cert-file``)."""
+    """The members' client-facing certificate (``--cert-file``; server and client use)."""
     peer: CertPair
     """The members' peer certificate, used for serving and dialling (``--peer-cert-file``)."""
     client: CertPair
@@ -125,7 +125,8 @@ def make_pki(directory: Path) -> Pki:
     rogue_path, rogue_cert, rogue_key = _make_ca(directory, "rogue-ca")
     return Pki(
         ca=ca_path,
-        server=_issue(directory, "server", ca_cert, ca_key, [server_auth]),
+        # Members also dial each other's client URLs (forwarding to the leader) with it.
+        server=_issue(directory, "server", ca_cert, ca_key, [server_auth, client_auth]),
         peer=_issue(directory, "peer", ca_cert, ca_key, [server_auth, client_auth]),
         client=_issue(directory, "client", ca_cert, ca_key, [client_auth]),
         rogue_ca=rogue_path,

@@ -177,6 +177,26 @@ def test_platform_gateway_over_tls(tls_cluster: Cluster, pki: Pki, settings: obj
         reset_core()
 
 
+def test_lease_keep_alive_on_a_follower_is_forwarded_to_the_leader_over_tls(
+    tls_cluster: Cluster, pki: Pki
+) -> None:
+    follower = next(n for n in tls_cluster.nodes if n.require_status()["raft_state"] == "follower")
+    grant = etcdctl(follower.client_url, *tls_args(pki), "lease", "grant", "60")
+    assert grant.returncode == 0, grant.stderr
+    match = re.search(r"lease ([0-9a-f]+) granted", grant.stdout)
+    assert match is not None, grant.stdout
+    lease = match.group(1)
+    # Keep-alives and TimeToLive are answered by the leader: the follower forwards them
+    # to the leader's https client URL with its own client certificate.
+    kept = etcdctl(follower.client_url, *tls_args(pki), "lease", "keep-alive", "--once", lease)
+    assert kept.returncode == 0, kept.stderr
+    assert f"lease {lease} keepalived with TTL(60)" in kept.stdout
+    ttl = etcdctl(follower.client_url, *tls_args(pki), "lease", "timetolive", lease)
+    assert ttl.returncode == 0, ttl.stderr
+    assert f"lease {lease} granted with TTL(60s)" in ttl.stdout
+    assert etcdctl(follower.client_url, *tls_args(pki), "lease", "revoke", lease).returncode == 0
+
+
 def test_a_member_joins_over_tls_and_is_removed(tls_cluster: Cluster, pki: Pki) -> None:
     """``--initial-cluster-state existing``: the joiner asks its peers for the cluster id over
     peer TLS, then catches up from the leader over it. (Last: it changes the membership.)"""
