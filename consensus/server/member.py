@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from consensus.raft.coalesce import coalesce
 from consensus.raft.core import Config
 from consensus.raft.rawnode import RawNode
 from consensus.raft.types import (
@@ -408,7 +409,8 @@ class Member:
             await durable.persist_async(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
             if failpoints.ACTIVE: failpoints.hit("after-wal-fsync")  # noqa: E701
         if rd.messages:
-            self._require(self._transport).send(rd.messages)
+            # One append (and one acknowledgement) per peer per Ready instead of one per step.
+            self._require(self._transport).send(coalesce(rd.messages))
         if rd.snapshot is not None and not rd.snapshot.is_empty():
             self._restore_snapshot(rd.snapshot)
             self.metrics.snapshots_installed += 1
