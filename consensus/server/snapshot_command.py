@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+from typing import Any
 
 from consensus.server import backup
 from consensus.server.cluster import InitialCluster, parse_url_list
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     save.add_argument(
         "--command-timeout", type=float, default=DEFAULT_COMMAND_TIMEOUT, help="seconds for the whole transfer"
     )
+    save.add_argument("--cacert", default="", help="verify the member's TLS certificate with this CA")
+    save.add_argument("--cert", default="", help="TLS client certificate (members with --client-cert-auth)")
+    save.add_argument("--key", default="", help="TLS client key")
     status = sub.add_parser("status", help="print a snapshot file's hash, revision, keys and size")
     status.add_argument("filename")
     status.add_argument("-w", "--write-out", default="simple", choices=("simple", "table", "json"))
@@ -88,11 +92,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- save ----------------------------------------------------------------------------------------
+def _channel(grpc: Any, endpoint: str, args: argparse.Namespace) -> Any:
+    """A blocking channel to ``endpoint``: TLS for ``https://`` or with ``--cacert``/``--cert``
+    (etcdctl's rule), plaintext otherwise."""
+    from consensus.server.cluster_service import grpc_target
+
+    if endpoint.startswith("https://") or args.cacert or args.cert:
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=read(args.cacert), private_key=read(args.key),
+            certificate_chain=read(args.cert),
+        )
+        return grpc.secure_channel(grpc_target(endpoint), creds)
+    return grpc.insecure_channel(grpc_target(endpoint))
+
+
 def _save(args: argparse.Namespace) -> int:
     import grpc
 
     from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
-    from consensus.server.cluster_service import grpc_target
 
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     if len(endpoints) != 1:
@@ -107,7 +130,7 @@ def _save(args: argparse.Namespace) -> int:
     digest = hashlib.sha256()
     trailer = b""
     try:
-        with grpc.insecure_channel(grpc_target(endpoints[0])) as channel:
+        with _channel(grpc, endpoints[0], args) as channel:
             grpc.channel_ready_future(channel).result(timeout=args.dial_timeout)
             stream = channel.unary_stream(
                 "/etcdserverpb.Maintenance/Snapshot",

@@ -11,11 +11,15 @@ the cluster with ``FLAGSTAFF_CA_FILE``/``FLAGSTAFF_CERT_FILE``/``FLAGSTAFF_KEY_F
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -195,6 +199,31 @@ def test_lease_keep_alive_on_a_follower_is_forwarded_to_the_leader_over_tls(
     assert ttl.returncode == 0, ttl.stderr
     assert f"lease {lease} granted with TTL(60s)" in ttl.stdout
     assert etcdctl(follower.client_url, *tls_args(pki), "lease", "revoke", lease).returncode == 0
+
+
+def test_snapshot_save_over_tls(tls_cluster: Cluster, pki: Pki, tmp_path: Path) -> None:
+    key = f"/tls/snap/{uuid.uuid4().hex}"
+    assert etcdctl(https_endpoints(tls_cluster), *tls_args(pki), "put", key, "kept").returncode == 0
+    path = tmp_path / "backup.db"
+    save = subprocess.run(
+        [sys.executable, "-m", "consensus.cli", "snapshot", "save", str(path),
+         "--endpoints", tls_cluster.nodes[0].client_url, f"--cacert={pki.ca}",
+         f"--cert={pki.client.cert}", f"--key={pki.client.key}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert save.returncode == 0, save.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "consensus.cli", "snapshot", "status", str(path), "-w", "json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["totalKey"] >= 1
+    refused = subprocess.run(
+        [sys.executable, "-m", "consensus.cli", "snapshot", "save", str(tmp_path / "no.db"),
+         "--endpoints", tls_cluster.nodes[0].client_url, f"--cacert={pki.ca}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode != 0 and not (tmp_path / "no.db").exists()
 
 
 def test_a_member_joins_over_tls_and_is_removed(tls_cluster: Cluster, pki: Pki) -> None:
