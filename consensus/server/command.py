@@ -251,6 +251,7 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 async def serve(config: MemberConfig) -> int:
     """Start the member and its metrics listener; wait for a signal or a fatal error."""
     # Imported here so that `flagstaff node --help` stays fast.
+    from consensus.server import gc_policy
     from consensus.server.etcd_services import build_etcd_server
     from consensus.server.etcd_state import EtcdStateMachine
     from consensus.server.http1 import HttpResponder
@@ -267,6 +268,7 @@ async def serve(config: MemberConfig) -> int:
         log.error("could not start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         await member.stop(transfer_leadership=False)
         return 1
+    gc_policy.install()
     lessor = Lessor(member, fsm, LessorConfig.for_member(config))
     lessor.start()
     etcd = build_etcd_server(member, fsm, config, lessor=lessor, cluster=member)
