@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import grpc
@@ -141,10 +142,9 @@ class Registry(pb_grpc.RegistryServicer):
             with contextlib.suppress(EtcdError):
                 await self.client.lease_revoke(old_lease, metadata=metadata)
         revision = int(put.header.revision)
-        stored = Instance(**{**_fields(instance), "lease_id": lease_id,
-                             "create_revision": revision if not old_lease else int(
-                                 put.prev_kv.create_revision),
-                             "mod_revision": revision})
+        created = int(put.prev_kv.create_revision) if put.HasField("prev_kv") else revision
+        stored = replace(instance, lease_id=lease_id, create_revision=created,
+                         mod_revision=revision)
         log.info("registered %s (lease %x, ttl %ss) for %s", instance.key, lease_id,
                  instance.ttl, caller.name)
         return pb.RegisterResponse(lease_id=lease_id, ttl_seconds=int(grant.TTL),
@@ -315,10 +315,6 @@ class Registry(pb_grpc.RegistryServicer):
                 "watch again from 0 (the current instances, then live)")
         except EtcdError as exc:
             await _abort_for_core(context, exc)
-
-
-def _fields(instance: Instance) -> dict[str, Any]:
-    return {name: getattr(instance, name) for name in Instance.__dataclass_fields__}
 
 
 def _instance_or_none(kv: Any) -> Instance | None:

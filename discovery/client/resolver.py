@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -105,9 +105,9 @@ class Resolver:
             raise NoInstancesError(f"no healthy instance of {self.service!r}")
         return self._rng.choice(candidates)
 
-    async def wait_for(self, predicate: object, timeout: float | None = None) -> None:
+    async def wait_for(self, predicate: Callable[[Resolver], object],
+                       timeout: float | None = None) -> None:
         """Wait until ``predicate(resolver)`` is true (it is called after every change)."""
-        assert callable(predicate)
 
         async def waiting() -> None:
             async with self._changed:
