@@ -530,3 +530,35 @@ async def test_services_websocket_refuses_anonymous_connections(core_cluster: Cl
                                headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
     connected, code = await ws.connect(timeout=DEADLINE)
     assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
+
+
+def test_register_as_a_task_deregisters_when_cancelled_and_resolves_at_random(
+        registry_server: RegistryServer, stub: pb_grpc.RegistryStub,
+        service_token: Callable[..., str], service: str) -> None:
+    from discovery.client import NoInstancesError, register
+
+    secret = service_token(service)
+    catalog = service_token("/services/", can_write=False)  # reads every service
+
+    async def scenario() -> tuple[set[str], list[str], list[str]]:
+        tasks = [asyncio.get_running_loop().create_task(register(
+            service, f"task-{i}", "127.0.0.1", 7000 + i, registry=registry_server.target,
+            token=secret, ttl=30, handle_sigterm=False).run()) for i in range(3)]
+        async with Resolver(registry_server.target, secret, service) as resolver:
+            await resolver.wait_for(lambda r: len(r.instances()) == 3, timeout=DEADLINE)
+            picked = {resolver.pick_random().instance_id for _ in range(60)}
+            everything = await asyncio.to_thread(
+                lambda: [f"{i.service}/{i.instance_id}" for i in stub.List(
+                    pb.ListRequest(), metadata=auth(catalog)).instances])
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await resolver.wait_for(lambda r: not r.instances(), timeout=DEADLINE)
+            with pytest.raises(NoInstancesError):
+                resolver.pick()
+            return picked, everything, await asyncio.to_thread(listed, stub, secret, service)
+
+    picked, everything, after = asyncio.run(scenario())
+    assert picked == {"task-0", "task-1", "task-2"}  # random picking reaches every instance
+    assert {f"{service}/task-{i}" for i in range(3)} <= set(everything)
+    assert after == []  # cancelled tasks deregistered (a 30 s TTL could not expire meanwhile)
