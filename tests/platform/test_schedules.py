@@ -371,26 +371,45 @@ class Workers:
         for folder in ("queue", "control", "processed"):
             (base / "celery" / folder).mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, queue: str, extra_env: dict[str, str] | None = None) -> Any:
-        env = {
-            **os.environ,
+    def _env(self) -> dict[str, str]:
+        return {
             "FLAGSTAFF_ENDPOINTS": self.cluster.endpoints,
             "FLAGSTAFF_VAR_DIR": str(self.base),
             "DJANGO_SETTINGS_MODULE": "flagstaff_platform.settings",
             "PYTHONPATH": f"{ROOT / 'platform'}{os.pathsep}{ROOT}",
             "PYTHONUNBUFFERED": "1",
-            **(extra_env or {}),
         }
+
+    def spawn(self, name: str, queues: str, extra_env: dict[str, str] | None = None) -> Any:
+        """Start a worker consuming ``queues`` (comma-separated); see :meth:`ready`."""
+        env = {**os.environ, **self._env(), **(extra_env or {})}
         env.pop("REDIS_URL", None)
         env.pop("DATABASE_URL", None)
-        log = self.base / f"{name}.log"
-        proc = self.registry.popen(
+        return self.registry.popen(
             [sys.executable, "-m", "celery", "-A", "flagstaff_platform", "worker", "--pool=solo",
-             "-Q", queue, "-n", f"{name}@%h", "--loglevel=INFO", "--without-heartbeat",
+             "-Q", queues, "-n", f"{name}@%h", "--loglevel=INFO", "--without-heartbeat",
              "--without-mingle", "--without-gossip"],
-            log, env=env)
+            self.base / f"{name}.log", env=env)
+
+    def ready(self, name: str, proc: Any) -> Any:
+        log = self.base / f"{name}.log"
         wait_until(lambda: "ready." in log.read_text(errors="replace") or proc.poll() is not None,
                    60, f"celery worker {name} to start")
+        assert proc.poll() is None, log.read_text(errors="replace")
+        return proc
+
+    def start(self, name: str, queues: str, extra_env: dict[str, str] | None = None) -> Any:
+        return self.ready(name, self.spawn(name, queues, extra_env))
+
+    def start_beat(self, extra_env: dict[str, str]) -> Any:
+        """Celery beat with the platform's schedule (its ticks go to the default queue)."""
+        env = {**os.environ, **self._env(), **extra_env}
+        log = self.base / "beat.log"
+        proc = self.registry.popen(
+            [sys.executable, "-m", "celery", "-A", "flagstaff_platform", "beat", "--loglevel=INFO",
+             "-s", str(self.base / "beat-schedule")], log, env=env)
+        wait_until(lambda: "beat: Starting..." in log.read_text(errors="replace")
+                   or proc.poll() is not None, 60, "celery beat to start")
         assert proc.poll() is None, log.read_text(errors="replace")
         return proc
 
@@ -404,12 +423,13 @@ class Workers:
 
 @pytest.fixture(scope="module")
 def workers(core_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
-    """Two healthy Celery workers consuming the ``schedules`` queue."""
+    """Two healthy Celery workers consuming the ``schedules`` queue (and beat's default one)."""
     registry = ProcessRegistry()
     pool = Workers(tmp_path_factory.mktemp("celery"), core_cluster, registry)
     try:
-        for name in ("w1", "w2"):
-            pool.start(name, "schedules")
+        started = {name: pool.spawn(name, "schedules,celery") for name in ("w1", "w2")}
+        for name, proc in started.items():
+            pool.ready(name, proc)
         yield pool
     finally:
         registry.kill_all()
@@ -468,3 +488,22 @@ def test_a_worker_killed_mid_step_neither_skips_nor_repeats(
                               lambda: workers.tick(project))
     assert _step_events(schedule) == [50, 100]
     assert _document(api, project, "staging", flag)["version"] == start["version"] + 2
+
+
+def test_beat_and_a_worker_carry_out_a_schedule_with_nobody_ticking(
+    api: APIClient, project: str, flag: str, workers: Workers,
+) -> None:
+    """The deployed shape: beat ticks ``run_schedules`` on its own, a worker runs it."""
+    at = time.time() + 1
+    created = _create(api, project, flag, {"kind": "once", "at": at, "change": {"on": True}})
+    beat = workers.start_beat({"FLAGSTAFF_SCHEDULER_TICK_SECONDS": "0.5",
+                               "FLAGSTAFF_WEBHOOK_TICK_SECONDS": "3600",
+                               "FLAGSTAFF_BACKUP_INTERVAL_SECONDS": "0"})
+    try:
+        wait_until(lambda: _document(api, project, "staging", flag)["on"] is True, 60,
+                   "beat's tick to apply the scheduled change")
+    finally:
+        os.killpg(beat.pid, signal.SIGKILL)
+        beat.wait(timeout=10)
+    assert _schedule(api, project, flag, created["id"])["state"] == "completed"
+    assert "flags.tasks.run_schedules" in workers.log("beat")
