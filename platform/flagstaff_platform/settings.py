@@ -285,7 +285,7 @@ SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", FLAGSTAFF_SECURE)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", FLAGSTAFF_SECURE)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # load balancers probe over plain HTTP
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes and Prometheus: plain HTTP
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000" if FLAGSTAFF_SECURE
                                          else "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", FLAGSTAFF_SECURE)
