@@ -32,7 +32,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from consensus.api.gen.flagstaff.audit.v1 import audit_pb2
-from flags.core import Actor, core, decode_metadata_value
+from flags.core import Actor, core, decode_metadata_value, encode_metadata_value
 from flags.exceptions import NotFound
 from flags.permissions import Perm, has_permission
 
@@ -208,7 +208,7 @@ class AuditFilters:
         """The keyword filters of ``CoreGateway.audit_list`` / ``Client.audit_watch``."""
         out: dict[str, Any] = {}
         if self.actor:
-            out["actor"] = self.actor
+            out["actor"] = encode_metadata_value(self.actor)  # as the gateway sent it
         if self.action:
             out["action"] = self.action
         if self.source:

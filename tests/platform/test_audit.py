@@ -28,6 +28,7 @@ from django.test import AsyncClient, Client
 from platform_support import etcdctl
 from rest_framework.test import APIClient
 
+from consensus.client import compare_version, op_put
 from flags import actions, keyspace
 from flags.access import access_flag
 from flags.core import Actor, core
@@ -198,6 +199,13 @@ def test_rest_endpoint_pages_and_filters(api: APIClient, project: str, flag: str
     assert one_change(seen[-1], key)[1] is None  # the oldest is the creation (one txn, both envs)
     assert len(audit(api, key=f"/flags/{project}/", source="api", limit=500)) == 6
     assert audit(api, key=key, source="ui") == []
+    # Actors and reasons travel percent-encoded; the API shows and filters them as text.
+    key2 = f"/config/{project}/ünïcode"
+    core().commit([compare_version(key2, "=", 0)], [op_put(key2, "1")],
+                  actor=Actor("user:ålice", "naïve ☃ 100%", "api"), expect={key2: b"1"})
+    (mine,) = audit(api, actor="user:ålice")
+    assert (mine["actor"], mine["reason"], mine["changes"][0]["key"]) == (
+        "user:ålice", "naïve ☃ 100%", key2)
     bad = api.get("/api/v1/audit/", {"limit": "0"})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "limit"
     schema = api.get("/api/v1/schema/")
