@@ -43,10 +43,10 @@ MAX_PAGE_SIZE = 500
 KV_ACTIONS = ("put", "delete", "txn", "lease_revoke", "lease_expire")
 """The core's actions for key changes; anything else is a platform event."""
 PLATFORM_ACTIONS = (
-    "login", "login.failed", "permission.grant", "permission.revoke", "token.create",
-    "token.revoke",
+    "login", "login.failed", "namespace.create", "namespace.delete", "permission.grant",
+    "permission.revoke", "token.create", "token.revoke",
 )
-"""The platform events this codebase records (others may add more)."""
+"""Platform events this codebase records (suggestions in the UI's action filter; there are more)."""
 CSV_COLUMNS = (
     "id", "revision", "time", "principal", "actor", "reason", "source", "action", "key",
     "before", "after", "detail",
