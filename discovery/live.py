@@ -209,11 +209,11 @@ class ServicesConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self._snapshot()
 
     async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(heartbeat_seconds())
+        while True:  # the first right after the snapshot, then every heartbeat period
             try:
                 beats = await alast_heartbeats(core().client(), list(self.instances.values()))
             except Exception:
                 log.debug("services page heartbeats failed", exc_info=True)
-                continue
-            await self.send_json({"type": "heartbeats", "at": time.time(), "last": beats})
+            else:
+                await self.send_json({"type": "heartbeats", "at": time.time(), "last": beats})
+            await asyncio.sleep(heartbeat_seconds())
