@@ -19,6 +19,7 @@ could not make.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import urllib.error
@@ -121,5 +122,5 @@ def check_health(signal: HealthSignal, schedule: Schedule) -> str | None:
             if math.isnan(value) or value > signal["max"]:
                 return f"Prometheus value {value:g} is above {signal['max']:g}"
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         return f"the health signal could not be reached: {exc}"

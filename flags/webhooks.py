@@ -37,6 +37,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import secrets
@@ -76,6 +77,8 @@ MAX_PREFIXES = 20
 MAX_OPS_PER_TXN = 100
 MAX_VALUE_BYTES = 64 * 1024
 """A changed value larger than this is not copied into the payload (``value_omitted``)."""
+MAX_TXN_BYTES = 1024 * 1024
+"""Delivery records per txn stay under this many bytes (the core takes 1.5 MiB per request)."""
 KEEP_FINISHED = 200
 """Finished deliveries kept per subscription (the log); older ones are deleted."""
 CLAIM_EXTRA_SECONDS = 30
@@ -423,9 +426,12 @@ def collect_events(*, now: float | None = None) -> int:
         if key.startswith(keyspace.WEBHOOKS):
             continue
         matching = [s for s in subscriptions if s.matches(key, event_revision)]
-        if len(pending) + len(matching) > MAX_OPS_PER_TXN and pending and not flush(position):
-            return made
         payload = _payload(event, index)
+        size = len(json.dumps(payload)) * 2 + 512  # JSON-escaped inside a record, and its key
+        too_many = len(pending) + len(matching) > MAX_OPS_PER_TXN
+        too_big = sum(len(v) for _, v in pending) + size * len(matching) > MAX_TXN_BYTES
+        if (too_many or too_big) and pending and not flush(position):
+            return made
         for subscription in matching:
             delivery_id = f"{event_revision:012d}-{index:04d}"
             document = {
@@ -453,7 +459,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tup
             return int(response.status), ""
     except urllib.error.HTTPError as exc:
         return int(exc.code), f"HTTP {exc.code}"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         return 0, str(exc) or type(exc).__name__
 
 

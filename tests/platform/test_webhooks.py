@@ -25,6 +25,7 @@ from django.test import Client
 from platform_support import core_revision, etcdctl
 from rest_framework.test import APIClient
 
+from flags.core import core
 from flags.tasks import run_webhooks
 from tests.cluster.harness import Cluster, wait_until
 
@@ -265,3 +266,22 @@ def test_two_relays_at_once_create_each_delivery_once(
     assert len(ids) == len(set(ids)) == 4
     assert [p["revision"] for p in receiver.payloads()] == sorted(p["revision"]
                                                                   for p in receiver.payloads())
+
+
+def test_large_values_are_split_across_transactions_and_huge_ones_omitted(
+    staff: Client, project: str, receiver: Receiver, core_cluster: Cluster, fast_retries: None,
+) -> None:
+    _subscribe(staff, receiver.url, f"/config/{project}/big/")
+
+    async def put_many() -> None:  # 30 x 60 KB: more delivery records than one core request holds
+        client = core().client()
+        for i in range(30):
+            await client.put(f"/config/{project}/big/k{i:02d}", chr(65 + i) * 60_000)
+
+    core().run(put_many())
+    etcdctl(core_cluster, "put", f"/config/{project}/big/huge", "z" * 70_000)
+    _until_received(receiver, 31, "31 deliveries")
+    payloads = receiver.payloads()
+    assert [p["key"].rsplit("/", 1)[1] for p in payloads] == [f"k{i:02d}" for i in range(30)] + ["huge"]
+    assert all(p["value"] == chr(65 + i) * 60_000 for i, p in enumerate(payloads[:30]))
+    assert payloads[30]["value_omitted"] is True and "value" not in payloads[30]
