@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from discovery_support import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from platform_support import etcdctl
+from platform_support import ETCDCTL, etcdctl
 
 from discovery.api.gen.flagstaff.discovery.v1 import registry_pb2 as pb
 from discovery.api.gen.flagstaff.discovery.v1 import registry_pb2_grpc as pb_grpc
@@ -136,6 +137,26 @@ def test_register_list_watch_deregister_and_etcdctl_sees_the_keys(
         assert "lease not found" in etcdctl(core_cluster, "lease", "timetolive",
                                             f"{first.lease_id:x}") or "expired" in etcdctl(
             core_cluster, "lease", "timetolive", f"{first.lease_id:x}")
+
+        # etcdctl watch sees the same history (from the first registration's revision).
+        watcher = subprocess.Popen(
+            [ETCDCTL, f"--endpoints={core_cluster.endpoints}", "watch", "--prefix",
+             f"/services/{service}/", f"--rev={first.revision}"],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "ETCDCTL_API": "3"})
+        try:
+            assert watcher.stdout is not None
+            threading.Timer(DEADLINE, watcher.kill).start()  # a deadline, not a hang
+            seen: list[str] = []
+            while "DELETE" not in seen:
+                line = watcher.stdout.readline()
+                assert line, f"etcdctl watch ended before the DELETE: {seen}"
+                seen.append(line.strip())
+            assert seen[0] == "PUT" and seen[1] == f"/services/{service}/a-1"
+            assert json.loads(seen[2])["instance_id"] == "a-1"
+            assert seen[-1] == "DELETE" and seen.count("PUT") == 2  # a-1 and a-2
+        finally:
+            watcher.kill()
+            watcher.wait()
 
         # Registering again with the same id replaces the instance: CHANGED, on a new lease.
         again = stub.Register(register_request(service, "a-2", port=9999), metadata=auth(secret))
