@@ -428,6 +428,13 @@ def collect_events(*, now: float | None = None) -> int:
         matching = [s for s in subscriptions if s.matches(key, event_revision)]
         payload = _payload(event, index)
         size = len(json.dumps(payload)) * 2 + 512  # JSON-escaped inside a record, and its key
+        if size * len(matching) > MAX_TXN_BYTES:  # one change for many subscriptions: no values
+            for name in ("value", "prev_value"):
+                if name in payload:
+                    del payload[name]
+                    payload.pop(f"{name}_encoding", None)
+                    payload[f"{name}_omitted"] = True
+            size = len(json.dumps(payload)) * 2 + 512
         too_many = len(pending) + len(matching) > MAX_OPS_PER_TXN
         too_big = sum(len(v) for _, v in pending) + size * len(matching) > MAX_TXN_BYTES
         if (too_many or too_big) and pending and not flush(position):
