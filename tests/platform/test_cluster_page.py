@@ -73,6 +73,24 @@ def test_the_cluster_page_shows_members_leader_term_and_health(admin: Client,
     assert "leader</td>" in page and page.count("follower</td>") == 2
 
 
+def test_a_member_that_is_down_shows_as_unhealthy(admin: Client, core_cluster: Cluster) -> None:
+    leader = core_cluster.wait_for_leader()
+    down = next(n for n in core_cluster.nodes if n is not leader)
+    down.kill9()
+    try:
+        page = admin.get("/cluster/").content.decode()
+        row = page.split(f"<td>{down.name} <code>", 1)[0].rsplit("<tr", 1)[1]
+        assert 'data-healthy="false"' in row
+        assert page.count('data-healthy="true"') == 2
+        assert f'<strong id="leader">{leader.name}</strong>' in page
+    finally:
+        down.proc = None
+        down.start(core_cluster.initial_cluster)
+        core_cluster.wait_for_leader(timeout=30)
+    wait_until(lambda: admin.get("/cluster/").content.decode().count('data-healthy="true"') == 3,
+               30, "the restarted member to be healthy again")
+
+
 def test_only_staff_see_it_and_only_superusers_change_it(staff: Client, user: Any,
                                                          core_cluster: Cluster,
                                                          backup_dir: Path) -> None:
