@@ -11,43 +11,47 @@ The policy (:func:`install`):
 
 * after start-up (the recovered key space loaded), everything alive is moved
   to the collector's permanent generation (``gc.freeze``);
-* after a full collection that leaves more than :data:`FREEZE_ABOVE` objects
-  in the oldest generation, those objects -- every one of them reachable a
-  moment ago -- are frozen too, so later full collections only walk what was
-  allocated since.
+* after a full collection that took more than :data:`FREEZE_AFTER_SECONDS` of
+  CPU time, the objects it left -- every one of them reachable a moment ago --
+  are frozen too, so later full collections only walk what was allocated
+  since, and stay short.
 
 Frozen objects are still freed by reference counting when they are dropped
 (a compacted revision, a deleted key), which is how the key space's objects
 die: they hold no reference cycles. What freezing gives up is the collection
 of *cycles* among frozen objects; the only candidates are the few request
-objects in flight at the instant of a freeze, which happens once per
-:data:`FREEZE_ABOVE` surviving objects (tens of thousands of writes).
+objects in flight at the instant of a freeze, which happens only after a
+long full collection (tens of thousands of writes apart).
 """
 
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from typing import Any
 
-FREEZE_ABOVE = 50_000
-"""Objects left in the oldest generation by a full collection above which they are frozen."""
+FREEZE_AFTER_SECONDS = 0.005
+"""CPU time of one full collection above which its survivors are frozen."""
 
 
-def install(*, freeze_above: int = FREEZE_ABOVE) -> Callable[[], None]:
-    """Freeze what is alive now, and the survivors of large full collections from now on.
+def install(*, freeze_after: float = FREEZE_AFTER_SECONDS) -> Callable[[], None]:
+    """Freeze what is alive now, and the survivors of long full collections from now on.
 
     Returns a function that stops the second part (what is frozen stays frozen).
     """
     gc.collect()
     gc.freeze()
+    started = [0.0]
 
-    def after_collection(phase: str, info: dict[str, Any]) -> None:
-        if phase != "stop" or info.get("generation") != 2:
+    def on_collection(phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
             return
-        # The collection is over (its lists are consistent again): freezing only moves them.
-        if len(gc.get_objects(2)) > freeze_above:
+        if phase == "start":
+            started[0] = time.thread_time()
+        elif time.thread_time() - started[0] > freeze_after:
+            # The collection is over (its lists are consistent again): freezing only moves them.
             gc.freeze()
 
-    gc.callbacks.append(after_collection)
-    return lambda: gc.callbacks.remove(after_collection)
+    gc.callbacks.append(on_collection)
+    return lambda: gc.callbacks.remove(on_collection)
