@@ -150,7 +150,7 @@ def test_range_and_hashkv_are_those_of_etcd_and_equal_on_every_member(
         ]
         return all(t == trails[0] for t in trails)
 
-    wait_until(same_trail, 20, "every member to hold the same audit trail")
+    wait_until(same_trail, 60, "every member to hold the same audit trail")
 
 
 def test_watch_delivers_new_records_and_resumes(flagstaff_cluster: Cluster) -> None:
@@ -244,7 +244,7 @@ def test_the_trail_survives_restart_and_reaches_a_member_added_later(
         got = [r.SerializeToString() for r in run(records(joiner.endpoint, "/au/snap/", serializable=True))]
         return got if len(got) == 26 else None
 
-    trail = wait_until(joined_trail, 30, "the new member to hold the trail")
+    trail = wait_until(joined_trail, 60, "the new member to hold the trail")
     assert trail[1:] == before
     assert "snapshot" in joiner.log_tail(400).lower()
 
@@ -255,9 +255,14 @@ def test_retention_purges_only_records_older_than_it(make_cluster: Callable[...,
     eps = cluster.endpoints
     ok(eps, "put", "/au/ret/old", "1")
     assert [change(r) for r in run(records(eps, "/au/ret/"))] == [("/au/ret/old", None, "1")]
-    wait_until(lambda: not run(records(eps, "/au/ret/")), 30, "the old record to be purged")
+    wait_until(lambda: not run(records(eps, "/au/ret/")), 60, "the old record to be purged")
+    started_new = time.time()
     ok(eps, "put", "/au/ret/new", "2")
-    assert [change(r) for r in run(records(eps, "/au/ret/"))] == [("/au/ret/new", None, "2")]
+    got = run(records(eps, "/au/ret/"))
+    # The new record stays (unless this machine stalled past the whole retention meanwhile).
+    assert [change(r) for r in got] == [("/au/ret/new", None, "2")] or (
+        not got and time.time() - 3 > started_new
+    )
     # The key space itself is untouched by the purge.
     assert ok(eps, "get", "/au/ret/old", "--print-value-only").strip() == "1"
 
@@ -343,3 +348,32 @@ def test_with_auth_on_metadata_and_reading_are_permission_checked(
 
     run(go())
     assert etcdctl(eps, "get", "/pub/a").returncode != 0  # auth really is on
+
+
+# -- the state machine's apply (deterministic, no processes) ------------------------------------
+def _apply_put(fsm: Any, index: int, key: bytes, time_ms: int) -> None:
+    from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
+    from consensus.server.internal_request import InternalRequest, Op
+
+    body = pb.PutRequest(key=key, value=b"v").SerializeToString()
+    fsm.apply(index, 1, InternalRequest(Op.PUT, body, time_ms).encode())
+
+
+def test_a_purge_entry_drops_exactly_the_records_older_than_its_cutoff() -> None:
+    from consensus.server.etcd_state import EtcdStateMachine
+    from consensus.server.internal_request import InternalRequest, Op
+
+    fsm = EtcdStateMachine()
+    # Proposers' clocks differ a little: times are not in id order.
+    for i, t in enumerate([1000, 3000, 1999, 2000, 5000], start=1):
+        _apply_put(fsm, i, b"/k%d" % i, t)
+    hash_before = fsm.kv.hash_kv()
+    purge = InternalRequest(Op.AUDIT_PURGE, apb.PurgeRequest(cutoff_ms=2000).SerializeToString())
+    assert fsm.apply(6, 1, purge.encode()) == 2
+    assert [r.time_ms for r in fsm.audit.records] == [3000, 2000, 5000]
+    assert fsm.kv.hash_kv() == hash_before  # the key space is untouched
+    # Replaying the same entries elsewhere gives the same trail, byte for byte.
+    other = EtcdStateMachine()
+    other.restore(fsm.snapshot(), 6)
+    assert other.snapshot() == fsm.snapshot()
+    assert other.audit.records == fsm.audit.records and other.audit.next_id == 6
