@@ -27,7 +27,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Cluster]:
     registry = ProcessRegistry()
     base: Path = tmp_path_factory.mktemp("tls-cluster")
-    cluster = Cluster(base, registry, 3, tls_flags(pki))
+    # Small snapshots, so that a member joining late must be sent one (over peer TLS).
+    snapshots = ["--snapshot-count", "40", "--experimental-snapshot-catchup-entries", "5"]
+    cluster = Cluster(base, registry, 3, [*tls_flags(pki), *snapshots])
     cluster.nodes = [
         TlsNode(
             name=n.name, peer_port=n.peer_port, metrics_port=n.metrics_port,

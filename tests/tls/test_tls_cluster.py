@@ -226,9 +226,17 @@ def test_snapshot_save_over_tls(tls_cluster: Cluster, pki: Pki, tmp_path: Path) 
     assert refused.returncode != 0 and not (tmp_path / "no.db").exists()
 
 
+async def put_many(endpoints: list[str], pki: Pki, count: int) -> None:
+    async with Client(endpoints, ca_file=str(pki.ca), cert_file=str(pki.client.cert),
+                      key_file=str(pki.client.key)) as client:
+        for i in range(count):
+            await client.put(f"/tls/fill/{i}", "x")
+
+
 def test_a_member_joins_over_tls_and_is_removed(tls_cluster: Cluster, pki: Pki) -> None:
     """``--initial-cluster-state existing``: the joiner asks its peers for the cluster id over
-    peer TLS, then catches up from the leader over it. (Last: it changes the membership.)"""
+    peer TLS, then catches up from the leader over it -- by a snapshot, since the log behind the
+    cluster's last snapshot is compacted. (Last: it changes the membership.)"""
     first = tls_cluster.nodes[0]
     base = first.data_dir.parent
     joiner = TlsNode(
@@ -239,6 +247,7 @@ def test_a_member_joins_over_tls_and_is_removed(tls_cluster: Cluster, pki: Pki) 
     eps = https_endpoints(tls_cluster)
     key = f"/tls/join/{uuid.uuid4().hex}"
     assert etcdctl(eps, *tls_args(pki), "put", key, "before-join").returncode == 0
+    asyncio.run(put_many([n.endpoint for n in tls_cluster.nodes], pki, 60))  # > --snapshot-count
     add = etcdctl(eps, *tls_args(pki), "member", "add", "n4", f"--peer-urls={joiner.peer_url}")
     assert add.returncode == 0, add.stderr
     match = re.match(r"Member +([0-9a-f]+) added", add.stdout)
@@ -251,6 +260,7 @@ def test_a_member_joins_over_tls_and_is_removed(tls_cluster: Cluster, pki: Pki) 
             return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else None
 
         assert wait_until(served, 30, "the joiner to serve the key") == "before-join"
+        assert "installed snapshot" in joiner.log_tail(400)
     finally:
         remove = etcdctl(eps, *tls_args(pki), "member", "remove", match.group(1))
         assert remove.returncode == 0, remove.stderr
