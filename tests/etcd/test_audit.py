@@ -153,6 +153,38 @@ def test_range_and_hashkv_are_those_of_etcd_and_equal_on_every_member(
     wait_until(same_trail, 60, "every member to hold the same audit trail")
 
 
+def test_a_fresh_member_with_a_trail_hashes_exactly_as_a_fresh_etcd(
+    make_cluster: Callable[..., Cluster], tmp_path: Any
+) -> None:
+    # Same commands on a fresh Flagstaff member (recording its audit trail) and a
+    # fresh etcd: the same revisions, the same key-value versions, the same HashKV.
+    from tests.etcd_process import start_etcd
+
+    cluster = make_cluster(size=1)
+    cluster.wait_for_leader(timeout=30)
+    etcd = start_etcd(tmp_path / "etcd", 1)
+    try:
+        targets = (cluster.endpoints, etcd.endpoints[0])
+        for target in targets:
+            ok(target, "put", "/a", "1")
+            ok(target, "put", "/b", "2")
+            ok(target, "put", "/a", "3")
+            ok(target, "txn", stdin="\nput /c 4\ndel /b\n\n\n")
+            ok(target, "del", "/c")
+        assert len(run(records(cluster.endpoints))) == 5
+
+        def state(target: str) -> tuple[Any, ...]:
+            doc = json.loads(ok(target, "get", "", "--from-key", "-w", "json"))
+            kvs = [(kv["key"], kv["value"], kv["create_revision"], kv["mod_revision"],
+                    kv["version"]) for kv in doc["kvs"]]
+            (hashed,) = json.loads(ok(target, "endpoint", "hashkv", "-w", "json"))
+            return doc["header"]["revision"], kvs, hashed["HashKV"]["hash"]
+
+        assert state(targets[0]) == state(targets[1])
+    finally:
+        etcd.kill_all()
+
+
 def test_watch_delivers_new_records_and_resumes(flagstaff_cluster: Cluster) -> None:
     async def go() -> tuple[list[apb.Record], list[apb.Record]]:
         async with Client(flagstaff_cluster.endpoints.split(",")) as client:
