@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.test import Client
 from platform_support import boolean_flag, core_revision
 from rest_framework.test import APIClient
 
@@ -143,7 +144,7 @@ def test_history_lists_versions_with_diffs_and_pages(
 
 
 def test_history_after_compaction_says_older_versions_are_gone(
-    api: APIClient, project: str, flag: str,
+    api: APIClient, user: Any, project: str, flag: str,
 ) -> None:
     url = _flag_url(project, "production", flag)
     for on in (True, False, True):
@@ -163,6 +164,13 @@ def test_history_after_compaction_says_older_versions_are_gone(
     assert history["versions"][0]["changes"] == [
         {"path": "on", "op": "changed", "before": True, "after": False}]
     assert history["compacted"] is True and history["next_before"] is None
+    # The flag page's history panel says so too.
+    web = Client()
+    web.force_login(user)
+    page = web.get(f"/projects/{project}/flags/{flag}/?env=production").content.decode()
+    panel = page[page.index('id="history"'):]
+    assert panel.count('class="version"') == 2
+    assert "compacted away by the core" in panel and "Older versions are gone" in panel
 
 
 def test_the_openapi_schema_has_history_and_reordering(api: APIClient) -> None:
