@@ -99,3 +99,72 @@ def test_platform_without_valid_core_credentials_is_refused(
     platform_on.FLAGSTAFF_CORE_PASSWORD = password
     with pytest.raises(FlagstaffError):
         core().list("/projects/")
+
+
+@pytest.fixture
+def as_core_user(platform_on: Any) -> Any:
+    """The platform on the auth-enabled core with its credentials (sync: settings reset the gateway)."""
+    platform_on.FLAGSTAFF_CORE_USER = "flagstaff"
+    platform_on.FLAGSTAFF_CORE_PASSWORD = PLATFORM_PASSWORD
+    platform_on.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return platform_on
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_live_updates_work_as_the_core_user(as_core_user: Any, user: Any) -> None:
+    """The relay's watch and the websocket snapshot go through the same credentials."""
+    import contextlib
+    import time
+
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from django.db import connections
+    from django.test import Client
+    from flagstaff_platform.asgi import application
+    from platform_support import boolean_flag
+
+    from flags.live.relay import stop_relay
+
+    api = APIClient()
+    api.force_authenticate(user)
+
+    def prepare() -> str:
+        assert api.post("/api/v1/projects/", {"key": "live-authed", "name": "Live", "environments": [
+            {"key": "production", "name": "Production"}]}, format="json").status_code == 201
+        assert api.post("/api/v1/projects/live-authed/flags/", {"document": boolean_flag("f")},
+                        format="json").status_code == 201
+        browser = Client()
+        browser.force_login(user)
+        return f"sessionid={browser.cookies['sessionid'].value}"
+
+    cookie = await sync_to_async(prepare)()
+    ws = WebsocketCommunicator(application, "/ws/v1/flags/", headers=[
+        (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie.encode())])
+    try:
+        assert (await ws.connect(timeout=10))[0]
+        await ws.send_json_to({"type": "subscribe", "project": "live-authed",
+                               "environment": "production"})
+        deadline = time.monotonic() + 10
+
+        async def next_message() -> dict[str, Any]:
+            while True:
+                message: dict[str, Any] = await ws.receive_json_from(
+                    timeout=max(0.01, deadline - time.monotonic()))
+                if message["type"] != "heartbeat":
+                    return message
+
+        snapshot = await next_message()
+        assert snapshot["type"] == "snapshot" and set(snapshot["flags"]) == {"f"}, snapshot
+        assert (await next_message())["type"] == "subscribed"
+        toggled = await sync_to_async(api.post)(
+            "/api/v1/projects/live-authed/environments/production/flags/f/toggle/", {"on": True},
+            format="json")
+        assert toggled.status_code == 200
+        event = await next_message()
+        assert event["type"] == "event" and event["changes"][0]["doc"]["on"] is True
+    finally:
+        with contextlib.suppress(Exception):
+            await ws.disconnect(timeout=10)
+        await stop_relay()
+        await core().aclose()
+        await sync_to_async(connections.close_all)()
