@@ -180,3 +180,25 @@ def test_the_openapi_schema_has_history_and_reordering(api: APIClient) -> None:
     base = "/api/v1/projects/{project}/environments/{environment}/flags/{flag}/"
     assert "post" in paths[base + "rules/reorder/"]
     assert "get" in paths[base + "history/"]
+
+
+def test_history_diffs_name_rules_by_id(api: APIClient, project: str, flag: str) -> None:
+    url = _flag_url(project, "production", flag)
+    _with_rules(api, project, flag, "a", "b", "c")
+    state = api.get(url).json()
+    rules = state["document"]["rules"]
+    rules[0]["clauses"][0]["values"] = ["@a.example", "@a.test"]
+    document = dict(state["document"], rules=[rules[2], _rule("d", "@d.example"), rules[0]])
+    response = api.put(url, {"document": document, "expected_revision": state["revision"]},
+                       format="json")
+    assert response.status_code == 200, response.content
+    changes = api.get(url + "history/?limit=1").json()["versions"][0]["changes"]
+    assert [(c["path"], c["op"]) for c in changes] == [
+        ("rules", "reordered"),
+        ("rules[id=a].clauses[0].values", "changed"),
+        ("rules[id=b]", "removed"),
+        ("rules[id=d]", "added"),
+    ]
+    assert changes[0]["before"] == ["a", "c"] and changes[0]["after"] == ["c", "a"]
+    assert changes[1]["after"] == ["@a.example", "@a.test"]
+    assert changes[2]["before"]["id"] == "b" and changes[3]["after"]["id"] == "d"
