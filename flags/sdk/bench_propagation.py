@@ -6,7 +6,8 @@ daphne with the embedded SQLite and the in-memory Channels layer), creates a
 superuser, an automation token and an SDK key (``manage.py shell``), a
 project and a flag over REST. Then, per client count, worker processes each
 run their share of ``AsyncClient`` instances on one event loop; the bench
-toggles the flag through ``POST .../toggle/`` and every client's
+toggles the flag (once all clients are connected: they connect in batches of
+``RAMP_BATCH``) through ``POST .../toggle/`` and every client's
 ``on_change`` callback records ``time.monotonic()`` (system-wide on Linux, so
 comparable across processes). Latency = callback time - the moment before the
 HTTP request was sent. Saves are sequential: the next one starts once every
@@ -36,6 +37,8 @@ from typing import Any
 from consensus.up import MemberEndpoints, ProcessSpec, member_specs, platform_specs
 
 PROJECT, ENVIRONMENT, FLAG = "bench", "production", "propagation"
+RAMP_BATCH = 20
+"""Clients a worker connects at once (each batch ready before the next)."""
 
 _TOKENS_SCRIPT = """
 import json
@@ -169,14 +172,18 @@ async def _worker_main(url: str, sdk_key: str, count: int, commands: Any, report
         if len(times) == count:
             reports.put(("seen", change.revision))
 
-    clients = []
-    for _ in range(count):
-        client = AsyncClient(url, sdk_key, f"{PROJECT}/{ENVIRONMENT}", events_interval=None,
-                             reconnect_initial=0.5)
-        client.on_change(on_change, FLAG)
-        clients.append(client)
-    ready = await asyncio.gather(*(c.wait_until_ready(120) for c in clients))
-    reports.put(("ready", sum(ready)))
+    clients: list[AsyncClient] = []
+    ready = 0
+    while len(clients) < count:  # connect in small batches: a connection storm is not measured
+        batch = []
+        for _ in range(min(RAMP_BATCH, count - len(clients))):
+            client = AsyncClient(url, sdk_key, f"{PROJECT}/{ENVIRONMENT}", events_interval=None,
+                                 reconnect_initial=0.5, connect_timeout=30)
+            client.on_change(on_change, FLAG)
+            batch.append(client)
+        ready += sum(await asyncio.gather(*(c.wait_until_ready(120) for c in batch)))
+        clients.extend(batch)
+    reports.put(("ready", ready))
     await asyncio.to_thread(commands.get)  # "stop"
     reports.put(("times", seen))
     await asyncio.gather(*(c.close() for c in clients))

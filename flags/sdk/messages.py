@@ -8,6 +8,7 @@ the application, nor corrupt the cache).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -99,9 +100,15 @@ def _change(raw: Any) -> Change:
     return Change(op, kind, name, raw.get("doc") if op == "put" else None)
 
 
+@functools.lru_cache(maxsize=256)
 def parse(text: str | bytes, project: str, environment: str) -> Message | None:
     """The message in a websocket frame; None for a well-formed message of another
-    environment or of a type this SDK does not know (newer servers may add some)."""
+    environment or of a type this SDK does not know (newer servers may add some).
+
+    Memoised on the frame (messages are immutable; every client of an environment
+    in a process receives the same frames). The documents inside are shared:
+    treat them as read-only.
+    """
     try:
         content = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,37 @@ class StoreData:
 EMPTY = StoreData(None)
 
 
+_COMPILED_CACHE_SIZE = 4096
+_compiled_flags: OrderedDict[str, CompiledFlag] = OrderedDict()
+_compiled_lock = threading.Lock()
+
+
+def compile_flag_cached(doc: Any) -> CompiledFlag:
+    """``compile_flag`` memoised by the document's canonical JSON (a process-wide LRU).
+
+    Compiled flags are immutable, so every client in a process that receives
+    the same document (several clients, or a resync that repeats unchanged
+    flags) shares one compilation; validation is most of a change's cost.
+    """
+    try:
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return compile_flag(doc)
+    with _compiled_lock:
+        hit = _compiled_flags.get(text)
+        if hit is not None:
+            _compiled_flags.move_to_end(text)
+            return hit
+    compiled = compile_flag(doc)
+    with _compiled_lock:
+        _compiled_flags[text] = compiled
+        if len(_compiled_flags) > _COMPILED_CACHE_SIZE:
+            _compiled_flags.popitem(last=False)
+    return compiled
+
+
 def _compile_flags(docs: Mapping[str, Any]) -> dict[str, CompiledFlag]:
-    return {name: compile_flag(doc) for name, doc in docs.items()}
+    return {name: compile_flag_cached(doc) for name, doc in docs.items()}
 
 
 def _users_of(flags: Mapping[str, CompiledFlag], segments: Iterable[str]) -> set[str]:
@@ -93,7 +123,7 @@ class FlagStore:
                         flags.pop(name, None)
                         flag_docs.pop(name, None)
                     else:
-                        flags[name] = compile_flag(doc)
+                        flags[name] = compile_flag_cached(doc)
                         flag_docs[name] = doc
                 else:
                     changed_segments.add(name)
