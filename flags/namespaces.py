@@ -22,6 +22,8 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
+from django.db.models import BigIntegerField, OuterRef, Subquery
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from flags.exceptions import AccessDenied, AlreadyExists, InvalidInput, NotFound
@@ -79,24 +81,20 @@ def _content_type() -> ContentType:
 
 
 def grants_of_user(user: Any) -> list[Grant]:
-    """Every grant a person holds, directly or through a group (one query each), as prefixes."""
+    """Every grant a person holds, directly or through a group, as prefixes (two queries)."""
     from guardian.models import GroupObjectPermission, UserObjectPermission
 
     ct = _content_type()
+    prefix_of = Subquery(Namespace.objects.filter(pk=OuterRef("namespace_id")).values("prefix")[:1])
     perms: dict[str, set[Perm]] = {}
-    rows = [
-        *UserObjectPermission.objects.filter(user=user, content_type=ct)
-        .values_list("object_pk", "permission__codename"),
-        *GroupObjectPermission.objects.filter(group__user=user, content_type=ct)
-        .values_list("object_pk", "permission__codename"),
-    ]
-    for object_pk, codename in rows:
-        if codename in PERMS_BY_CODENAME:
-            perms.setdefault(str(object_pk), set()).add(PERMS_BY_CODENAME[codename])
-    prefixes = dict(Namespace.objects.filter(pk__in=[int(pk) for pk in perms])
-                    .values_list("pk", "prefix"))
-    return [Grant(prefixes[int(pk)], frozenset(p)) for pk, p in perms.items()
-            if int(pk) in prefixes]
+    for queryset in (UserObjectPermission.objects.filter(user=user, content_type=ct),
+                     GroupObjectPermission.objects.filter(group__user=user, content_type=ct)):
+        rows = (queryset.annotate(namespace_id=Cast("object_pk", BigIntegerField()))
+                .annotate(prefix=prefix_of).values_list("prefix", "permission__codename"))
+        for prefix, codename in rows:
+            if prefix is not None and codename in PERMS_BY_CODENAME:
+                perms.setdefault(prefix, set()).add(PERMS_BY_CODENAME[codename])
+    return [Grant(prefix, frozenset(p)) for prefix, p in perms.items()]
 
 
 @dataclass(slots=True)

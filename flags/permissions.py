@@ -97,13 +97,21 @@ def permission_target(key: str) -> tuple[str, bool]:
 
 
 class PermissionChecker:
-    """One principal's grants, loaded once: answers :func:`has_permission` for many keys."""
+    """One principal's grants, loaded once: answers :func:`has_permission` for many keys.
 
-    __slots__ = ("_everything", "_grants", "_limit")
+    Grants are kept by prefix, so a check looks up each ancestor prefix of the
+    key (``/``, ``/flags/``, ``/flags/p/``, ...): its cost grows with the key's
+    depth, not with the number of grants.
+    """
+
+    __slots__ = ("_by_prefix", "_everything", "_limit")
 
     def __init__(self, grants: Iterable[Grant], *, everything: bool = False,
                  limit: PermissionChecker | None = None) -> None:
-        self._grants = tuple(Grant(g.prefix, implied(g.perms)) for g in grants)
+        by_prefix: dict[str, set[Perm]] = {}
+        for grant in grants:
+            by_prefix.setdefault(grant.prefix, set()).update(implied(grant.perms))
+        self._by_prefix = {prefix: frozenset(perms) for prefix, perms in by_prefix.items()}
         self._everything = everything
         self._limit = limit
         """Another checker that must also allow (a token is limited by its creator's access)."""
@@ -113,12 +121,8 @@ class PermissionChecker:
         return cls(())
 
     @property
-    def grants(self) -> tuple[Grant, ...]:
-        return self._grants
-
-    @property
-    def is_everything(self) -> bool:
-        return self._everything and (self._limit is None or self._limit.is_everything)
+    def grants(self) -> list[Grant]:
+        return [Grant(prefix, perms) for prefix, perms in sorted(self._by_prefix.items())]
 
     def allows(self, perm: Perm, key: str) -> bool:
         """Whether ``perm`` on ``key`` is allowed (for a prefix: on every key under it)."""
@@ -127,21 +131,16 @@ class PermissionChecker:
         if self._everything:
             return True
         path, container = permission_target(key)
-        if any(perm in g.perms and path.startswith(g.prefix) for g in self._grants):
-            return True
+        by_prefix = self._by_prefix
+        end = path.find("/")
+        while end >= 0:  # every ancestor prefix of the path, "/" first
+            perms = by_prefix.get(path[:end + 1])
+            if perms is not None and perm in perms:
+                return True
+            end = path.find("/", end + 1)
         # A container is visible to whoever may see something inside it.
         return container and perm in (Perm.READ, Perm.EVALUATE) and any(
-            perm in g.perms and g.prefix.startswith(path) for g in self._grants)
-
-    def may_see_inside(self, perm: Perm, prefix: str) -> bool:
-        """Whether ``perm`` is allowed on at least some key under ``prefix`` (a grant above or inside)."""
-        if self._limit is not None and not self._limit.may_see_inside(perm, prefix):
-            return False
-        if self._everything:
-            return True
-        path, _ = permission_target(prefix)
-        return any(perm in g.perms and (path.startswith(g.prefix) or g.prefix.startswith(path))
-                   for g in self._grants)
+            perm in perms and prefix.startswith(path) for prefix, perms in by_prefix.items())
 
 
 def _is_token(principal: Any) -> bool:
