@@ -6,7 +6,9 @@ platform database and creates a SERVICE token in it, starts the Registry
 ``--instances`` instances (TTL ``--ttl``) and renew each one every
 ``--interval`` seconds on its own KeepAlive stream (as that many service
 processes would). After ``--warmup`` seconds it measures for ``--duration``
-seconds: renewals per second, leases lost (a renewal answered with TTL 0),
+seconds: renewals per second, the renewal round trip (p50, p99, max), leases
+lost (a renewal answered with TTL 0: the load process registers again, as the
+helper does, and counts it),
 and the CPU time of the Registry and of each core member, from
 ``/proc/<pid>/stat``, as a share of one core. Prints a table and a JSON line.
 Everything listens on free loopback ports and is stopped at the end.
@@ -55,19 +57,24 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     from discovery.api.gen.flagstaff.discovery.v1 import registry_pb2 as pb
     from discovery.client import RegistryClient
 
-    stats = {"registered": 0, "renewals": 0, "lost": 0, "errors": 0, "measured_renewals": 0}
+    stats: dict[str, Any] = {"registered": 0, "renewals": 0, "lost": 0, "errors": 0,
+                             "measured_renewals": 0}
+    latencies: list[float] = []
     measuring = asyncio.Event()
     stop = asyncio.Event()
     async with RegistryClient(args.target, args.token, timeout=30) as client:
         gate = asyncio.Semaphore(50)
 
         async def one(i: int) -> None:
-            async with gate:
-                response = await client.register(
-                    "bench", f"w{args.worker_id}-{i}", "127.0.0.1", 10000 + i, ttl=args.ttl,
-                    tags=["bench"], metadata={"worker": str(args.worker_id)})
+            async def register() -> int:
+                async with gate:
+                    response = await client.register(
+                        "bench", f"w{args.worker_id}-{i}", "127.0.0.1", 10000 + i, ttl=args.ttl,
+                        tags=["bench"], metadata={"worker": str(args.worker_id)})
+                return int(response.lease_id)
+
+            lease = await register()
             stats["registered"] += 1
-            lease = response.lease_id
             call = client.stub.KeepAlive(metadata=client.metadata)
             loop = asyncio.get_running_loop()
             due = loop.time() + random.random() * args.interval  # spread over the interval
@@ -75,13 +82,17 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
                 while not stop.is_set():
                     await asyncio.sleep(max(0.0, due - loop.time()))
                     due += args.interval  # a fixed rate: one renewal per interval
+                    sent = loop.time()
                     await call.write(pb.KeepAliveRequest(lease_id=lease))
                     answer = await call.read()
+                    if measuring.is_set():
+                        latencies.append(loop.time() - sent)
                     if answer is grpc.aio.EOF:
                         stats["errors"] += 1
                         return
-                    if answer.ttl_seconds <= 0:
+                    if answer.ttl_seconds <= 0:  # expired: register again, as the helper does
                         stats["lost"] += 1
+                        lease = await register()
                     else:
                         stats["renewals"] += 1
                         if measuring.is_set():
@@ -104,6 +115,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    stats["latencies"] = sorted(latencies)
     return stats
 
 
@@ -234,17 +246,25 @@ def run(args: argparse.Namespace) -> int:
         after = {name: _cpu_seconds(pid) for name, pid in watched.items()}
         load_cpu = sum(_cpu_seconds(pid) for pid in load_pids) - load_before
         totals = {"registered": 0, "renewals": 0, "lost": 0, "errors": 0, "measured_renewals": 0}
+        latencies: list[float] = []
         for worker in workers:
             out, _ = worker.communicate(timeout=60)
             stats = json.loads(out.strip().splitlines()[-1])
             for key in totals:
                 totals[key] += stats[key]
+            latencies.extend(stats["latencies"])
+        latencies.sort()
+
+        def quantile(q: float) -> float:
+            return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) \
+                if latencies else 0.0
         cpu = {name: (after[name] - before[name]) / elapsed for name in watched}
         result = {
             "instances": args.instances, "interval": args.interval, "ttl": args.ttl,
             "seconds": round(elapsed, 1), "registered": totals["registered"],
             "renewals_per_second": round(totals["measured_renewals"] / elapsed, 1),
             "leases_lost": totals["lost"], "stream_errors": totals["errors"],
+            "renewal_ms": {"p50": quantile(0.5), "p99": quantile(0.99), "max": quantile(1.0)},
             "cpu_cores": {k: round(v, 3) for k, v in cpu.items()},
             "cpu_cores_core_total": round(sum(v for k, v in cpu.items() if k.startswith("core")),
                                           3),
@@ -256,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  registered {totals['registered']}, renewals/s "
               f"{result['renewals_per_second']}, leases lost {totals['lost']}, "
               f"stream errors {totals['errors']}")
+        print(f"  renewal round trip p50 {result['renewal_ms']['p50']} ms, p99 "
+              f"{result['renewal_ms']['p99']} ms, max {result['renewal_ms']['max']} ms")
         for name, share in cpu.items():
             print(f"  cpu {name:<9} {share * 100:6.1f}% of a core")
         print(f"  cpu load generator {load_cpu / elapsed * 100:6.1f}% of a core "
