@@ -166,6 +166,15 @@ def test_lists_name_nothing_outside_the_grants(world: World) -> None:
     assert world.q.encode() not in viewer.get("/api/v1/projects/").content
 
 
+def test_a_prefix_grant_stops_at_the_segment_boundary(world: World) -> None:
+    """A grant on /flags/<p minus its last characters>/ covers no key of project P."""
+    do_grant(ensure_namespace(f"/flags/{world.p[:-3]}/"), [Perm.READ, Perm.WRITE],
+             to=world.people["outsider"], by=None)
+    client = world.api("outsider")
+    assert client.get(f"/api/v1/projects/{world.p}/").status_code == 404
+    assert [x["key"] for x in client.get("/api/v1/projects/").json()] == []
+
+
 def test_superuser_sees_everything(world: World) -> None:
     root = get_user_model().objects.create_superuser("root", password="root-password")
     client = APIClient()
@@ -223,6 +232,12 @@ def test_html_matrix(world: World) -> None:
 def test_html_pages_show_no_names_outside_the_grants(world: World) -> None:
     home = world.web("outsider").get("/").content.decode()
     assert world.p not in home and world.q not in home
+    for path in ("/config/", f"/config/?prefix={world.p}/", "/audit/", "/access/",
+                 "/access/people/", "/access/tokens/"):
+        response = world.web("outsider").get(path)
+        assert response.status_code in (200, 404), path
+        body = response.content.decode()
+        assert "pool=10" not in body and FLAG not in body and world.q not in body, path
     viewer_home = world.web("viewer").get("/").content.decode()
     assert world.p in viewer_home and world.q not in viewer_home
     page = world.web("viewer").get(f"/projects/{world.p}/flags/{FLAG}/").content.decode()
