@@ -192,6 +192,14 @@ def _expiry(raw: str) -> datetime | None:
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
 
 
+def _kind(raw: str) -> tokens.TokenKind:
+    try:
+        return tokens.TokenKind(raw)
+    except ValueError:
+        raise InvalidInput("choose a token kind: sdk, browser, automation or service",
+                           field="kind") from None
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
@@ -201,8 +209,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
         try:
             created = tokens.do_create_token(
                 created_by=request.user, name=request.POST.get("name", ""),
-                kind=tokens.TokenKind(request.POST.get("kind", "")) if request.POST.get("kind")
-                in {k.value for k in tokens.TokenKind} else tokens.TokenKind.AUTOMATION,
+                kind=_kind(request.POST.get("kind", "")),
                 scope=request.POST.get("scope", "").strip(),
                 can_write=request.POST.get("can_write") == "on",
                 expires_at=_expiry(request.POST.get("expires_at", "")))

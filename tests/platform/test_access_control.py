@@ -378,6 +378,27 @@ def test_permission_management_through_rest(world: World) -> None:
     assert token_client.get("/api/v1/namespaces/").status_code == 403
 
 
+def test_group_grant_and_namespace_deletion_through_the_ui(world: World) -> None:
+    manager_web = world.web("manager")
+    group = Group.objects.create(name=f"qa-{uuid.uuid4().hex[:6]}")
+    world.people["outsider"].groups.add(group)
+    sub = do_create_namespace(prefix=f"/flags/{world.p}/staging/", by=world.people["manager"])
+    granted = manager_web.post(f"/access/namespaces/{sub.pk}/grant/",
+                               {"kind": "group", "name": group.name, "perms": ["read"]},
+                               follow=True)
+    assert f"group:{group.name}" in granted.content.decode()
+    staging = f"/api/v1/projects/{world.p}/environments/staging/"
+    assert world.api("outsider").get(staging).status_code == 200
+    asked = manager_web.post(f"/access/namespaces/{sub.pk}/delete/")
+    assert asked.status_code == 200 and "every grant on it" in asked.content.decode()
+    assert world.api("outsider").get(staging).status_code == 200
+    done = manager_web.post(f"/access/namespaces/{sub.pk}/delete/", {"confirm": "yes"},
+                            follow=True)
+    assert "deleted" in done.content.decode()
+    assert not Namespace.objects.filter(pk=sub.pk).exists()
+    assert world.api("outsider").get(staging).status_code == 404
+
+
 def test_effective_access_view(world: World) -> None:
     group = Group.objects.create(name=f"g-{uuid.uuid4().hex[:6]}")
     world.people["viewer"].groups.add(group)
