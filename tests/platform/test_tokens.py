@@ -168,6 +168,14 @@ def test_revoked_and_expired_tokens_are_refused(user: Any, project: str) -> None
         make(user, TokenKind.AUTOMATION, "/", expires_at=timezone.now() - timedelta(seconds=1))
 
 
+def test_a_deactivated_creators_tokens_stop_working(user: Any, project: str) -> None:
+    _, secret = make(user, TokenKind.AUTOMATION, "/")
+    assert bearer(secret).get(f"/api/v1/projects/{project}/").status_code == 200
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    assert bearer(secret).get(f"/api/v1/projects/{project}/").status_code == 401
+
+
 def test_kind_filter_and_tokens_cannot_mint_tokens(user: Any, project: str) -> None:
     _, secret = make(user, TokenKind.AUTOMATION, "/", can_write=True)
     assert authenticate_token(secret, kinds=[TokenKind.SDK]) is None
