@@ -215,7 +215,8 @@ def _check_manager(by: Any | None, prefix: str) -> None:
         raise AccessDenied(f"you may not manage permissions on {prefix}")
 
 
-def do_create_namespace(*, prefix: str, description: str = "", by: Any | None) -> Namespace:
+def do_create_namespace(*, prefix: str, description: str = "", by: Any | None,
+                        source: str = "ui") -> Namespace:
     """Create a namespace; ``by`` must manage a prefix above it (None: the platform itself)."""
     problem = prefix_problem(prefix)
     if problem is not None:
@@ -225,11 +226,11 @@ def do_create_namespace(*, prefix: str, description: str = "", by: Any | None) -
         raise AlreadyExists(f"namespace {prefix} exists", field="prefix")
     namespace = Namespace.objects.create(prefix=prefix, description=description.strip()[:500],
                                          created_by=by)
-    _record(by, "namespace.create", {"namespace": prefix})
+    _record(by, "namespace.create", {"namespace": prefix}, source)
     return namespace
 
 
-def do_delete_namespace(namespace: Namespace, *, by: Any | None) -> None:
+def do_delete_namespace(namespace: Namespace, *, by: Any | None, source: str = "ui") -> None:
     """Delete a namespace and every grant on it (takes effect at once, on open websockets too)."""
     _check_manager(by, namespace.prefix)
     from guardian.models import GroupObjectPermission, UserObjectPermission
@@ -239,7 +240,7 @@ def do_delete_namespace(namespace: Namespace, *, by: Any | None) -> None:
         UserObjectPermission.objects.filter(content_type=ct, object_pk=str(namespace.pk)).delete()
         GroupObjectPermission.objects.filter(content_type=ct, object_pk=str(namespace.pk)).delete()
         namespace.delete()
-    _record(by, "namespace.delete", {"namespace": namespace.prefix})
+    _record(by, "namespace.delete", {"namespace": namespace.prefix}, source)
     _changed()
 
 
@@ -248,7 +249,8 @@ def principal_label(to: Any) -> str:
     return f"group:{to.name}" if isinstance(to, Group) else f"user:{to.get_username()}"
 
 
-def do_grant(namespace: Namespace, perms: Iterable[Perm], *, to: Any, by: Any | None) -> None:
+def do_grant(namespace: Namespace, perms: Iterable[Perm], *, to: Any, by: Any | None,
+             source: str = "ui") -> None:
     """Grant ``perms`` on ``namespace`` to a user or group.
 
     ``by`` must manage the namespace and hold each permission there itself
@@ -268,11 +270,12 @@ def do_grant(namespace: Namespace, perms: Iterable[Perm], *, to: Any, by: Any | 
         for perm in perms:
             assign_perm(f"flags.{CODENAMES[perm]}", to, namespace)
     _record(by, "permission.grant", {"namespace": namespace.prefix, "to": principal_label(to),
-                                     "perms": [p.value for p in perms]})
+                                     "perms": [p.value for p in perms]}, source)
     _changed()
 
 
-def do_revoke(namespace: Namespace, perms: Iterable[Perm], *, frm: Any, by: Any | None) -> None:
+def do_revoke(namespace: Namespace, perms: Iterable[Perm], *, frm: Any, by: Any | None,
+              source: str = "ui") -> None:
     """Take ``perms`` on ``namespace`` from a user or group (``by`` must manage it)."""
     perms = list(dict.fromkeys(Perm(p) for p in perms))
     if not perms or any(p not in CODENAMES for p in perms):
@@ -284,7 +287,7 @@ def do_revoke(namespace: Namespace, perms: Iterable[Perm], *, frm: Any, by: Any 
         for perm in perms:
             remove_perm(f"flags.{CODENAMES[perm]}", frm, namespace)
     _record(by, "permission.revoke", {"namespace": namespace.prefix, "from": principal_label(frm),
-                                      "perms": [p.value for p in perms]})
+                                      "perms": [p.value for p in perms]}, source)
     _changed()
 
 
@@ -295,12 +298,12 @@ def ensure_namespace(prefix: str, *, description: str = "") -> Namespace:
     return namespace
 
 
-def _record(by: Any | None, action: str, detail: dict[str, Any]) -> None:
+def _record(by: Any | None, action: str, detail: dict[str, Any], source: str) -> None:
     """Hand a permission change to the platform audit log (``flags.audit``)."""
     from flags.audit import record_platform_event
 
     actor = "system:platform" if by is None else f"user:{by.get_username()}"
-    record_platform_event(actor=actor, action=action, detail=detail,
+    record_platform_event(actor=actor, action=action, detail=detail, source=source,
                           key=str(detail.get("namespace", "")))
 
 

@@ -217,6 +217,7 @@ def do_create_token(
     scope: str,
     can_write: bool = False,
     expires_at: datetime | None = None,
+    source: str = "ui",
 ) -> tuple[ApiToken, str]:
     """Create a token; returns it and its plaintext secret (shown once, never stored).
 
@@ -249,7 +250,7 @@ def do_create_token(
         display_prefix=secret[: len(SECRET_PREFIX) + len(kind.value) + 1 + DISPLAY_CHARS],
         secret_hash=hash_secret(secret), created_by=created_by, expires_at=expires_at,
     )
-    _record("token.create", created_by, token)
+    _record("token.create", created_by, token, source)
     return token, secret
 
 
@@ -272,7 +273,7 @@ def authenticate_token(secret: str, *, kinds: Collection[TokenKind] | None = Non
     return token
 
 
-def do_revoke_token(token: ApiToken, *, by: Any) -> None:
+def do_revoke_token(token: ApiToken, *, by: Any, source: str = "ui") -> None:
     """Revoke ``token`` for good (idempotent). Its creator, or a superuser, may."""
     if not (getattr(by, "is_superuser", False) or token.created_by_id == getattr(by, "pk", None)):
         raise NotFound("no such token")
@@ -281,15 +282,16 @@ def do_revoke_token(token: ApiToken, *, by: Any) -> None:
     token.revoked_at = timezone.now()
     token.revoked_by = by
     token.save(update_fields=["revoked_at", "revoked_by"])
-    _record("token.revoke", by, token)
+    _record("token.revoke", by, token, source)
     _announce_revocation(token)
 
 
-def _record(action: str, actor: Any, token: ApiToken) -> None:
+def _record(action: str, actor: Any, token: ApiToken, source: str) -> None:
     """Hand a token change to the platform audit log (``flags.audit``; never the secret)."""
     from flags.audit import record_platform_event
 
     record_platform_event(actor=f"user:{actor.get_username()}", action=action, key=token.scope,
+                          source=source,
                           detail={"token": token.display_prefix, "name": token.name,
                                   "kind": token.kind, "scope": token.scope,
                                   "can_write": token.can_write,

@@ -107,7 +107,7 @@ class NamespaceListView(APIView):
         person = _person(request)
         data = _body(NamespaceCreateSerializer, request)
         namespace = ns.do_create_namespace(prefix=data["prefix"], description=data["description"],
-                                           by=person)
+                                           by=person, source="api")
         return Response(_detail(namespace), status=status.HTTP_201_CREATED)
 
 
@@ -119,7 +119,8 @@ class NamespaceDetailView(APIView):
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request: Request, namespace_id: int) -> Response:
         person = _person(request)
-        ns.do_delete_namespace(ns.access_namespace(person, namespace_id), by=person)
+        ns.do_delete_namespace(ns.access_namespace(person, namespace_id), by=person,
+                               source="api")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -136,9 +137,9 @@ class GrantView(APIView):
         holder = _holder(data)
         perms = [BY_NAME[p] for p in data["perms"]]
         if self.revoke:
-            ns.do_revoke(namespace, perms, frm=holder, by=person)
+            ns.do_revoke(namespace, perms, frm=holder, by=person, source="api")
         else:
-            ns.do_grant(namespace, perms, to=holder, by=person)
+            ns.do_grant(namespace, perms, to=holder, by=person, source="api")
         return Response(_detail(namespace))
 
 

@@ -104,7 +104,8 @@ class TokenListView(APIView):
         data = _valid(TokenCreateSerializer, request)
         token, secret = do_create_token(
             created_by=person, name=data["name"], kind=TokenKind(data["kind"]),
-            scope=data["scope"], can_write=data["can_write"], expires_at=data["expires_at"])
+            scope=data["scope"], can_write=data["can_write"], expires_at=data["expires_at"],
+            source="api")
         return _created(token, secret)
 
 
@@ -116,7 +117,7 @@ class TokenDetailView(APIView):
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request: Request, token_id: int) -> Response:
         person = _person(request)
-        do_revoke_token(_own_token(person, token_id), by=person)
+        do_revoke_token(_own_token(person, token_id), by=person, source="api")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -151,7 +152,7 @@ class PasswordExchangeView(APIView):
         record_login_success(data["username"])
         token, secret = do_create_token(
             created_by=user, name=data["name"], kind=TokenKind.AUTOMATION, scope=data["scope"],
-            can_write=data["can_write"])
+            can_write=data["can_write"], source="api")
         response = _created(token, secret)
         response.data["token"] = secret  # the old rest_framework.authtoken field name
         return response

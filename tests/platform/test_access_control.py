@@ -399,6 +399,40 @@ def test_group_grant_and_namespace_deletion_through_the_ui(world: World) -> None
     assert world.api("outsider").get(staging).status_code == 404
 
 
+def test_grant_and_token_changes_are_in_the_audit_log(world: World) -> None:
+    import time
+
+    project_ns = Namespace.objects.get(prefix=f"/flags/{world.p}/")
+    manager = world.api("manager")
+    assert manager.post(f"/api/v1/namespaces/{project_ns.pk}/grants/",
+                        {"user": "outsider", "perms": ["view"]}, format="json").status_code == 200
+    editor = world.api("editor")
+    created = editor.post("/api/v1/tokens/", {"name": "audited", "kind": "sdk",
+                                              "scope": f"{world.p}/production"}, format="json")
+    assert created.status_code == 201
+    root = get_user_model().objects.create_superuser(f"auditor-{uuid.uuid4().hex[:6]}",
+                                                     password="x")
+    auditor = APIClient()
+    auditor.force_authenticate(root)
+
+    def find(query: str) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 10  # the events are appended in the background
+        while True:
+            results: list[dict[str, Any]] = auditor.get(f"/api/v1/audit/?{query}").json()["results"]
+            if results or time.monotonic() > deadline:
+                return results
+            time.sleep(0.1)
+
+    grants = find("action=permission.grant&actor=user:manager")
+    assert grants and grants[0]["source"] == "api"
+    assert grants[0]["detail"]["to"] == "user:outsider"
+    assert grants[0]["detail"]["perms"] == ["read"]
+    assert grants[0]["key"] == f"/flags/{world.p}/"
+    tokens = find("action=token.create&actor=user:editor")
+    assert tokens and tokens[0]["detail"]["name"] == "audited"
+    assert created.json()["secret"] not in str(tokens[0])
+
+
 def test_effective_access_view(world: World) -> None:
     group = Group.objects.create(name=f"g-{uuid.uuid4().hex[:6]}")
     world.people["viewer"].groups.add(group)
