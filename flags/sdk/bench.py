@@ -10,7 +10,7 @@
 3. memory per client holding 1,000 flags (``bench_memory``, in a fresh process).
 
 ``python -m flags.sdk.bench [--only evaluation|propagation|memory] [--n N]
-[--clients 1,100,1000] [--json]``. Numbers depend on the machine and its load;
+[--clients 1,100,1000] [--redis-url URL] [--json]``. Numbers depend on the machine and its load;
 no test asserts on them.
 """
 
@@ -47,8 +47,9 @@ def _print_evaluation(rates: dict[str, dict[str, float]], n: int) -> None:
     print("\n(ratio = Flagstaff's rate / that SDK's rate)")
 
 
-def _print_propagation(results: dict[int, dict[str, float]]) -> None:
-    print("\n### Propagation: REST save -> on_change callback\n")
+def _print_propagation(results: dict[int, dict[str, float]], redis_url: str | None) -> None:
+    layer = "Redis" if redis_url else "in-memory"
+    print(f"\n### Propagation: REST save -> on_change callback ({layer} Channels layer)\n")
     print("| connected SDK clients | samples | p50 | p99 | max |")
     print("|---:|---:|---:|---:|---:|")
     for count, r in results.items():
@@ -70,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=50_000, help="evaluations per case")
     parser.add_argument("--clients", default="1,100,1000",
                         help="connected client counts for the propagation benchmark")
+    parser.add_argument("--redis-url", help="Channels layer on Redis (production's) instead of "
+                                            "the embedded in-memory layer, e.g. redis://127.0.0.1:6379/0")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
@@ -90,9 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flags.sdk.bench_propagation import run as run_propagation
 
         counts = tuple(int(c) for c in args.clients.split(","))
-        results["propagation"] = run_propagation(counts)
+        results["propagation"] = run_propagation(counts, redis_url=args.redis_url)
         if not args.json:
-            _print_propagation(results["propagation"])
+            _print_propagation(results["propagation"], args.redis_url)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -93,12 +93,18 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
 
 
 @contextmanager
-def private_platform() -> Iterator[Platform]:
-    """3 members + prepare_platform + daphne on free ports under a temporary directory."""
+def private_platform(redis_url: str | None = None) -> Iterator[Platform]:
+    """3 members + prepare_platform + daphne on free ports under a temporary directory.
+
+    The Channels layer is the embedded in-memory one, or Redis at ``redis_url``
+    (production's).
+    """
     base = Path(tempfile.mkdtemp(prefix="flagstaff-bench-sdk-"))
     processes: list[subprocess.Popen[bytes]] = []
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     log = (base / "processes.log").open("ab")
 
     def spawn(spec: ProcessSpec) -> subprocess.Popen[bytes]:
@@ -246,11 +252,11 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def run(counts: tuple[int, ...] = (1, 100, 1000), saves: dict[int, int] | None = None,
-        workers: int = 2) -> dict[int, dict[str, float]]:
+        workers: int = 2, redis_url: str | None = None) -> dict[int, dict[str, float]]:
     """p50/p99 (ms) and sample counts per number of connected clients."""
     saves = saves or {1: 50, 100: 20, 1000: 10}
     out: dict[int, dict[str, float]] = {}
-    with private_platform() as platform:
+    with private_platform(redis_url) as platform:
         for count in counts:
             latencies = measure(platform, count, saves.get(count, 10),
                                 workers=1 if count == 1 else workers)
