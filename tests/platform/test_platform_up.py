@@ -1,4 +1,4 @@
-"""`flagstaff up` runs the whole embedded system: members, migrate, admin, web, worker and beat."""
+"""`flagstaff up` runs the whole embedded system: members, migrate, admin, web, worker, beat and discovery."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -41,6 +42,48 @@ def _post_json(url: str, body: dict[str, object], token: str | None = None) -> t
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def _check_discovery(tmp_path: Path, base: int, discovery_port: int) -> None:
+    import grpc
+
+    from discovery.api.gen.flagstaff.discovery.v1 import registry_pb2 as pb
+    from discovery.api.gen.flagstaff.discovery.v1 import registry_pb2_grpc as pb_grpc
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"DJANGO_SETTINGS_MODULE": "flagstaff_platform.settings",
+                "FLAGSTAFF_VAR_DIR": str(tmp_path / "var"),
+                "FLAGSTAFF_ENDPOINTS": f"127.0.0.1:{base}"})
+    script = ("from django.contrib.auth import get_user_model\n"
+              "from flags.tokens import TokenKind, do_create_token\n"
+              "admin = get_user_model().objects.get(username='admin')\n"
+              "print(do_create_token(created_by=admin, name='web', kind=TokenKind.SERVICE,"
+              " scope='web', can_write=True)[1])\n")
+    secret = subprocess.run([sys.executable, str(root / "manage.py"), "shell", "-c", script],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=60,
+                            check=True).stdout.split()[-1]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    auth = (("authorization", f"Bearer {secret}"),)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{discovery_port}") as channel:
+            stub = pb_grpc.RegistryStub(channel)
+            stub.Register(pb.RegisterRequest(
+                service="web", instance_id="web-1", address="127.0.0.1",
+                port=listener.getsockname()[1], ttl_seconds=60,
+                check=pb.HealthCheck(tcp=pb.TcpCheck(), interval_seconds=1, timeout_seconds=1)),
+                metadata=auth, timeout=30)
+
+            def healthy() -> bool:
+                listing = stub.List(pb.ListRequest(service="web", healthy_only=True),
+                                    metadata=auth, timeout=10)
+                return [i.instance_id for i in listing.instances] == ["web-1"]
+
+            wait_until(healthy, 60, "beat and the worker to pass web-1's TCP check", interval=0.5)
+    finally:
+        listener.close()
 
 
 def test_up_starts_the_platform_and_stops_everything(tmp_path: Path) -> None:
@@ -89,6 +132,10 @@ def test_up_starts_the_platform_and_stops_everything(tmp_path: Path) -> None:
         sender.send_task("flags.tasks.check_core_health")
         wait_until(lambda: "core health: {'ok': True" in output.read_text(), 30,
                    "the worker to run check_core_health", interval=0.2)
+
+        # Discovery: a service token, a registration with a TCP check, and beat + worker
+        # running the check until the instance is healthy.
+        _check_discovery(tmp_path, base, discovery_port)
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, output.read_text()
