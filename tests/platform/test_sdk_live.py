@@ -283,3 +283,24 @@ def test_browser_key_gets_evaluated_values_never_rules(web: WebProcess, api: API
                 f"ws://127.0.0.1:{web.port}/ws/v1/values/"):
         with pytest.raises(InvalidStatus):
             connect(url, open_timeout=DEADLINE).close()
+
+
+def test_evaluation_counts_reach_the_platform(web: WebProcess, api: APIClient, key_owner: Any,
+                                              project: str) -> None:
+    from flags import keyspace
+    from flags.core import core
+
+    flag = _create_flag(api, project)
+    key = _key(key_owner, TokenKind.SDK, f"{project}/staging")
+    client = Client(web.url, key, f"{project}/staging", events_interval=3600,
+                    heartbeat_timeout=5.0, reconnect_initial=0.1)
+    try:
+        assert client.wait_until_ready(DEADLINE)
+        for i in range(7):
+            client.variation(flag, {"key": f"u{i}"}, None)
+        client.variation("no-such-flag", {"key": "u"}, None)  # not counted: unknown to the store
+    finally:
+        client.close()  # sends the batch
+    record = core().get(keyspace.evaluation_key(project, "staging", flag))
+    assert record is not None and record.json()["count"] == 7
+    assert core().get(keyspace.evaluation_key(project, "staging", "no-such-flag")) is None
