@@ -20,7 +20,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.db.models import BigIntegerField, OuterRef, Subquery
 from django.db.models.functions import Cast
@@ -76,19 +75,21 @@ def prefix_problem(prefix: str) -> str | None:
 # -- reading grants -----------------------------------------------------------------------------
 
 
-def _content_type() -> ContentType:
-    return ContentType.objects.get_for_model(Namespace)
+NAMESPACE_TYPE: dict[str, str] = {"content_type__app_label": "flags",
+                                  "content_type__model": "namespace"}
+"""Guardian rows about namespaces, selected by the content type's natural key rather than a
+cached id: content types can be re-created with new ids (a test database flush) while
+another process (daphne) still holds the old id in Django's ContentType cache."""
 
 
 def grants_of_user(user: Any) -> list[Grant]:
     """Every grant a person holds, directly or through a group, as prefixes (two queries)."""
     from guardian.models import GroupObjectPermission, UserObjectPermission
 
-    ct = _content_type()
     prefix_of = Subquery(Namespace.objects.filter(pk=OuterRef("namespace_id")).values("prefix")[:1])
     perms: dict[str, set[Perm]] = {}
-    for queryset in (UserObjectPermission.objects.filter(user=user, content_type=ct),
-                     GroupObjectPermission.objects.filter(group__user=user, content_type=ct)):
+    for queryset in (UserObjectPermission.objects.filter(user=user, **NAMESPACE_TYPE),
+                     GroupObjectPermission.objects.filter(group__user=user, **NAMESPACE_TYPE)):
         rows = (queryset.annotate(namespace_id=Cast("object_pk", BigIntegerField()))
                 .annotate(prefix=prefix_of).values_list("prefix", "permission__codename"))
         for prefix, codename in rows:
@@ -116,16 +117,15 @@ def holders(namespace: Namespace) -> list[Holder]:
     """The users and groups granted something on ``namespace`` (users first, by name)."""
     from guardian.models import GroupObjectPermission, UserObjectPermission
 
-    ct = _content_type()
     out: dict[tuple[str, int], Holder] = {}
     for pk, name, codename in UserObjectPermission.objects.filter(
-            content_type=ct, object_pk=str(namespace.pk)).values_list(
+            **NAMESPACE_TYPE, object_pk=str(namespace.pk)).values_list(
             "user_id", "user__username", "permission__codename"):
         if codename in PERMS_BY_CODENAME:
             out.setdefault(("user", pk), Holder("user", name, pk)).perms.add(
                 PERMS_BY_CODENAME[codename])
     for pk, name, codename in GroupObjectPermission.objects.filter(
-            content_type=ct, object_pk=str(namespace.pk)).values_list(
+            **NAMESPACE_TYPE, object_pk=str(namespace.pk)).values_list(
             "group_id", "group__name", "permission__codename"):
         if codename in PERMS_BY_CODENAME:
             out.setdefault(("group", pk), Holder("group", name, pk)).perms.add(
@@ -153,14 +153,13 @@ def effective_access(user: Any) -> list[EffectiveGrant]:
 
     if getattr(user, "is_superuser", False):
         return [EffectiveGrant("/", GRANTABLE, "superuser")]
-    ct = _content_type()
     found: dict[tuple[str, str], set[Perm]] = {}
-    for pk, codename in UserObjectPermission.objects.filter(user=user, content_type=ct) \
+    for pk, codename in UserObjectPermission.objects.filter(user=user, **NAMESPACE_TYPE) \
             .values_list("object_pk", "permission__codename"):
         if codename in PERMS_BY_CODENAME:
             found.setdefault((pk, "direct"), set()).add(PERMS_BY_CODENAME[codename])
     for pk, group, codename in GroupObjectPermission.objects.filter(
-            group__user=user, content_type=ct).values_list(
+            group__user=user, **NAMESPACE_TYPE).values_list(
             "object_pk", "group__name", "permission__codename"):
         if codename in PERMS_BY_CODENAME:
             found.setdefault((pk, f"group {group}"), set()).add(PERMS_BY_CODENAME[codename])
@@ -235,10 +234,9 @@ def do_delete_namespace(namespace: Namespace, *, by: Any | None, source: str = "
     _check_manager(by, namespace.prefix)
     from guardian.models import GroupObjectPermission, UserObjectPermission
 
-    ct = _content_type()
     with transaction.atomic():
-        UserObjectPermission.objects.filter(content_type=ct, object_pk=str(namespace.pk)).delete()
-        GroupObjectPermission.objects.filter(content_type=ct, object_pk=str(namespace.pk)).delete()
+        UserObjectPermission.objects.filter(**NAMESPACE_TYPE, object_pk=str(namespace.pk)).delete()
+        GroupObjectPermission.objects.filter(**NAMESPACE_TYPE, object_pk=str(namespace.pk)).delete()
         namespace.delete()
     _record(by, "namespace.delete", {"namespace": namespace.prefix}, source)
     _changed()
