@@ -264,6 +264,7 @@ def do_grant(namespace: Namespace, perms: Iterable[Perm], *, to: Any, by: Any | 
                                f"{LABELS[perm]} on {namespace.prefix}")
     from guardian.shortcuts import assign_perm
 
+    _fresh_content_types()
     with transaction.atomic():
         for perm in perms:
             assign_perm(f"flags.{CODENAMES[perm]}", to, namespace)
@@ -281,12 +282,20 @@ def do_revoke(namespace: Namespace, perms: Iterable[Perm], *, frm: Any, by: Any 
     _check_manager(by, namespace.prefix)
     from guardian.shortcuts import remove_perm
 
+    _fresh_content_types()
     with transaction.atomic():
         for perm in perms:
             remove_perm(f"flags.{CODENAMES[perm]}", frm, namespace)
     _record(by, "permission.revoke", {"namespace": namespace.prefix, "from": principal_label(frm),
                                       "perms": [p.value for p in perms]}, source)
     _changed()
+
+
+def _fresh_content_types() -> None:
+    """Drop Django's ContentType cache before guardian writes (see ``NAMESPACE_TYPE``)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()
 
 
 def ensure_namespace(prefix: str, *, description: str = "") -> Namespace:
