@@ -122,8 +122,23 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return run
 
 
+def _bytes_or(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    def run(message: Any) -> bytes:
+        return message if type(message) is bytes else serialize(message)
+
+    return run
+
+
 def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """``handler`` with its request deserializer made tolerant, if it is a unary-unary one."""
+    """``handler`` with its request deserializer made tolerant, if it is a unary-unary one.
+
+    A response-streaming handler may write already serialized ``bytes`` (pre-encoded
+    watch events, see ``watch_encoding``): they pass its serializer untouched.
+    """
+    if handler.response_streaming and handler.response_serializer is not None:
+        streaming: Any = handler._replace  # RpcMethodHandler is a namedtuple
+        passing: grpc.RpcMethodHandler = streaming(response_serializer=_bytes_or(handler.response_serializer))
+        return passing
     if handler.request_streaming or handler.response_streaming or handler.request_deserializer is None:
         return handler
     replace: Any = handler._replace  # RpcMethodHandler is a namedtuple

@@ -22,8 +22,13 @@ whose text is etcd's.
 
 Invariants:
 
-* the messages of a Ready leave only after its state is durable
-  (``must_sync``): a vote or an acknowledged entry is never lost by a crash;
+* a follower's or candidate's messages leave only after its Ready is durable
+  (``must_sync``): a vote or an acknowledged entry is never lost by a crash.
+  A leader's messages leave *before* its own write, overlapping the leader's
+  fsync with the followers' (Raft thesis 10.2.1; etcd does the same): its new
+  entries cannot be committed by anything in that Ready, and no commit index,
+  read state or apply that counts them comes out before the Ready's write is
+  durable, because the next Ready is taken only then;
 * entries are applied once per process, in index order; ``applied`` only
   moves forward and equals ``fsm.applied_index`` between Readies;
 * a caller's future resolves only with the result of applying *its* entry:
@@ -404,13 +409,17 @@ class Member:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
         durable = self._require(self._log)
+        # One append (and one acknowledgement) per peer per Ready instead of one per step.
+        messages = coalesce(rd.messages) if rd.messages else rd.messages
+        sent_early = bool(messages) and self._raft_state == StateType.LEADER
+        if sent_early:
+            self._require(self._transport).send(messages)  # see the module's invariants
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             if failpoints.ACTIVE: failpoints.hit("before-wal-fsync")  # noqa: E701 - test-only, one line
             await durable.persist_async(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
             if failpoints.ACTIVE: failpoints.hit("after-wal-fsync")  # noqa: E701
-        if rd.messages:
-            # One append (and one acknowledgement) per peer per Ready instead of one per step.
-            self._require(self._transport).send(coalesce(rd.messages))
+        if messages and not sent_early:
+            self._require(self._transport).send(messages)
         if rd.snapshot is not None and not rd.snapshot.is_empty():
             self._restore_snapshot(rd.snapshot)
             self.metrics.snapshots_installed += 1

@@ -48,6 +48,7 @@ from consensus.server.etcd_server import (
     EtcdServer,
     status_of,
 )
+from consensus.server.watch_encoding import WatchResponseEncoder
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ class WatchService(pb_grpc.WatchServicer):
         self.fragment_limit = server.max_request_bytes + GRPC_OVERHEAD_BYTES
         """Responses of ``fragment`` watchers at or above this size are split (etcd's limit)."""
         self._sync_task: asyncio.Task[None] | None = None
+        self._encoder = WatchResponseEncoder(server.header, lambda: server.member.term)
+        """Plain event messages as pre-encoded bytes (each event serialized once)."""
 
     # -- the auth hook ---------------------------------------------------------------------
     async def authorize_watch(
@@ -289,7 +292,10 @@ class WatchService(pb_grpc.WatchServicer):
                 log.exception("watch catch-up failed")
 
     # -- messages to protobuf -----------------------------------------------------------------
-    def _responses(self, m: WatchMessage) -> list[pb.WatchResponse]:
+    def _responses(self, m: WatchMessage) -> list[pb.WatchResponse | bytes]:
+        encoded = self._encoder.encode(m)
+        if encoded is not None:
+            return [encoded]
         response = pb.WatchResponse(
             header=self.s.header(m.revision),
             watch_id=m.watch_id,
@@ -301,7 +307,7 @@ class WatchService(pb_grpc.WatchServicer):
         if m.events:
             response.events.extend([codec.event_to_pb(e, with_prev_kv=m.prev_kv) for e in m.events])
             if m.fragment:
-                return fragments(response, self.fragment_limit)
+                return list(fragments(response, self.fragment_limit))
         return [response]
 
 
