@@ -523,10 +523,16 @@ def test_deploy_check_passes_with_production_settings(tmp_path: Any) -> None:
 # -- websockets ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def memory_layer(settings: Any) -> None:
-    """The in-memory Channels layer (sync: settings changes reset the core gateway)."""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+@pytest.fixture(params=["memory", "redis"])
+def channel_layer(request: pytest.FixtureRequest, settings: Any) -> None:
+    """The Channels layer: in memory, and Redis as in production (sync: settings reset the gateway)."""
+    if request.param == "redis":
+        settings.CHANNEL_LAYERS = {"default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"],
+                       "prefix": f"flagstaff-access-{uuid.uuid4().hex[:8]}"}}}
+    else:
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.FLAGSTAFF_LIVE_HEARTBEAT_SECONDS = 30.0
 
 
@@ -570,7 +576,7 @@ async def _subscribe(ws: Any, project: str, environment: str) -> dict[str, Any]:
 
 @pytest.mark.django_db(transaction=True)
 async def test_websocket_matrix_and_revocation_on_an_open_socket(
-        memory_layer: None, world_async: World) -> None:
+        channel_layer: None, world_async: World) -> None:
     from asgiref.sync import sync_to_async
     from django.db import connections
 
