@@ -10,7 +10,9 @@ Django's cache (``CACHES``: Redis when ``REDIS_URL`` is set, so every web
 process shares them; process-local memory otherwise).
 
 The doors: the login form (:class:`ThrottledAuthenticationForm`) and the
-REST password exchange (``POST /api/v1/auth/token/``).
+REST password exchange (``POST /api/v1/auth/token/``). Failed logins are
+audited by ``flags.audit`` (Django's ``user_login_failed``); refusals during a
+lockout are audited here (``login.locked_out``).
 """
 
 from __future__ import annotations
@@ -56,14 +58,26 @@ def client_address(request: HttpRequest | None) -> str:
     return str(request.META.get("REMOTE_ADDR", ""))
 
 
-def check_login_allowed(username: str, address: str) -> None:
-    """Raise :class:`LockedOut` when ``username`` or ``address`` has failed too often lately."""
+def check_login_allowed(username: str, address: str, *, source: str = "ui") -> None:
+    """Raise :class:`LockedOut` when ``username`` or ``address`` has failed too often lately.
+
+    A refusal is a ``login.locked_out`` event in the audit log (``flags.audit``).
+    """
     per_user, per_ip, seconds = _limits()
     if int(cache.get(_key("user", username), 0)) >= per_user:
+        _record_refusal(username, address, "account", source)
         raise LockedOut(f"too many failed logins for this account; try again in up to "
                         f"{seconds // 60} minutes")
     if address and int(cache.get(_key("ip", address), 0)) >= per_ip:
+        _record_refusal(username, address, "address", source)
         raise LockedOut("too many failed logins from this address; try again later")
+
+
+def _record_refusal(username: str, address: str, locked: str, source: str) -> None:
+    from flags.audit import record_platform_event
+
+    record_platform_event(actor=f"user:{username}", action="login.locked_out", source=source,
+                          detail={"username": username, "ip": address, "locked": locked})
 
 
 def record_login_failure(username: str, address: str) -> None:

@@ -143,7 +143,7 @@ class PasswordExchangeView(APIView):
     def post(self, request: Request) -> Response:
         data = _valid(PasswordExchangeSerializer, request)
         address = client_address(request._request)
-        check_login_allowed(data["username"], address)  # 429 when locked out
+        check_login_allowed(data["username"], address, source="api")  # 429 when locked out
         user = authenticate(request._request, username=data["username"],
                             password=data["password"])
         if user is None or not user.is_active:

@@ -20,6 +20,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -400,8 +401,6 @@ def test_group_grant_and_namespace_deletion_through_the_ui(world: World) -> None
 
 
 def test_grant_and_token_changes_are_in_the_audit_log(world: World) -> None:
-    import time
-
     project_ns = Namespace.objects.get(prefix=f"/flags/{world.p}/")
     manager = world.api("manager")
     assert manager.post(f"/api/v1/namespaces/{project_ns.pk}/grants/",
@@ -496,6 +495,19 @@ def test_login_lockout_after_repeated_failures(world: World, settings: Any) -> N
         # Someone else still logs in.
         ok = browser.post("/accounts/login/", {"username": "editor", "password": "editor-password"})
         assert ok.status_code == 302
+        root = get_user_model().objects.create_superuser(f"auditor-{uuid.uuid4().hex[:6]}",
+                                                         password="x")
+        auditor = APIClient()
+        auditor.force_authenticate(root)
+        deadline = time.monotonic() + 10  # audit events are appended in the background
+        while True:
+            refusals = auditor.get("/api/v1/audit/?action=login.locked_out&actor=user:viewer") \
+                .json()["results"]
+            if len(refusals) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert {r["source"] for r in refusals} == {"ui", "api"}
+        assert refusals[0]["detail"]["locked"] == "account"
     finally:
         cache.clear()
 
@@ -555,8 +567,6 @@ async def _socket(cookie_user: Any) -> Any:
 
 
 async def _next(ws: Any) -> dict[str, Any]:
-    import time
-
     deadline = time.monotonic() + 10
     while True:
         remaining = deadline - time.monotonic()
