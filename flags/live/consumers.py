@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 
 from consensus.client import FROM_KEY, CompactedError, EtcdError, op_get, prefix_end
 from flags import keyspace
@@ -97,7 +98,10 @@ def refresh_principal(scope: dict[str, Any]) -> bool:
     user = scope.get("user")
     if user is None or not getattr(user, "is_authenticated", False):
         return False
-    user.refresh_from_db()
+    try:
+        user.refresh_from_db()
+    except ObjectDoesNotExist:  # the account was deleted
+        return False
     return bool(user.is_active)
 
 
@@ -114,7 +118,7 @@ class _Subscription:
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
-    """A websocket following environments' flags and segments (browsers now, SDKs later)."""
+    """A websocket following environments' flags and segments (browsers by session, SDKs by key)."""
 
     async def connect(self) -> None:
         self.subscriptions: dict[tuple[str, str], _Subscription] = {}
