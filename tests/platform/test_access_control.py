@@ -432,6 +432,28 @@ def test_grant_and_token_changes_are_in_the_audit_log(world: World) -> None:
     assert created.json()["secret"] not in str(tokens[0])
 
 
+def test_grant_access_command(world: World) -> None:
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("grant_access", f"/flags/{world.p}/staging/", "--user", "outsider",
+                 "--perms", "view,edit", stdout=out)
+    assert "granted view, edit" in out.getvalue()
+    client = world.api("outsider")
+    url = f"/api/v1/projects/{world.p}/environments/staging/flags/{FLAG}/"
+    assert client.post(url + "toggle/", {"on": True}, format="json").status_code == 200
+    call_command("grant_access", f"/flags/{world.p}/staging/", "--user", "outsider",
+                 "--perms", "edit", "--revoke", stdout=out)
+    assert world.api("outsider").post(url + "toggle/", {"on": False},
+                                      format="json").status_code == 403
+    with pytest.raises(CommandError):
+        call_command("grant_access", "flags/no-slash", "--user", "outsider", "--perms", "view")
+    with pytest.raises(CommandError):
+        call_command("grant_access", "/flags/", "--user", "nobody-here", "--perms", "view")
+
+
 def test_effective_access_view(world: World) -> None:
     group = Group.objects.create(name=f"g-{uuid.uuid4().hex[:6]}")
     world.people["viewer"].groups.add(group)
