@@ -102,7 +102,8 @@ class Client(Evaluations):
             if main is not None:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(main.cancel)
-            thread.join(timeout=10)
+            if thread is not threading.current_thread():  # not from a listener
+                thread.join(timeout=10)
         self.core.set_state(ClientState.CLOSED, "closed")
 
     def __enter__(self) -> Client:
