@@ -255,6 +255,9 @@ def test_browser_key_gets_evaluated_values_never_rules(web: WebProcess, api: API
     ws_url = f"ws://127.0.0.1:{web.port}/ws/v1/values/?key={browser_key}"
     # a page of another origin may connect: browser keys carry no cookies
     with connect(ws_url, origin="https://shop.example.com", open_timeout=DEADLINE) as ws:  # type: ignore[arg-type]
+        ws.send(json.dumps({"type": "identify", "context": {"email": "no key"}}))
+        refused = json.loads(ws.recv(timeout=DEADLINE))
+        assert (refused["type"], refused["code"]) == ("error", "bad_request")
         ws.send(json.dumps({"type": "identify",
                             "context": {"key": "u1", "email": f"ann{secret_domain}"}}))
         frame = ws.recv(timeout=DEADLINE)

@@ -282,3 +282,14 @@ async def test_async_client_streams_on_the_callers_loop(platform_fake: FakePlatf
         assert client.variation("a", {"key": "u"}, None) is False
         assert seen[0].key == "a"
     assert client.status.state is ClientState.CLOSED
+
+
+def test_close_from_a_change_listener_does_not_deadlock(platform_fake: FakePlatform) -> None:
+    platform_fake.flags = {"a": boolean_flag("a")}
+    client = client_for(platform_fake)
+    assert client.wait_until_ready(10)
+    client.on_change(lambda change: client.close())
+    platform_fake.put_flag("a", boolean_flag("a", on=False))
+    wait_for(lambda: client.status.state is ClientState.CLOSED, what="CLOSED")
+    assert client.variation("a", {"key": "u"}, None) is False  # still evaluates the cache
+    wait_for(lambda: platform_fake.connections == 0, what="the connection to close")
