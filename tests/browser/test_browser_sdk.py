@@ -8,6 +8,7 @@ evaluated values, follows a change saved elsewhere, and never sees rules.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,4 +77,113 @@ def test_browser_key_client_gets_values_and_follows_changes(
         assert leak not in received, leak
     page.evaluate("flags.close()")
     assert page.evaluate("flags.status") == "closed"
+    page.close()
+
+
+FAKE_WEBSOCKET = """
+window.sockets = [];
+class FakeWebSocket {
+  constructor(url) {
+    this.url = url; this.readyState = 0; this.sent = []; sockets.push(this);
+    setTimeout(() => { if (this.readyState === 0) { this.readyState = 1; if (this.onopen) this.onopen(); } }, 0);
+  }
+  send(data) { this.sent.push(JSON.parse(data)); }
+  close() { this.readyState = 3; }
+  deliver(msg) { if (this.onmessage) this.onmessage({data: typeof msg === "string" ? msg : JSON.stringify(msg)}); }
+  drop(code) { this.readyState = 3; if (this.onclose) this.onclose({code: code || 1006}); }
+}
+window.WebSocket = FakeWebSocket;
+"""
+
+CLIENT_JS = Path(__file__).resolve().parents[2] / "frontend" / "static" / "flagstaff" / "flagstaff-client.js"
+
+
+def test_live_stream_resumes_dedupes_and_detects_silence(browser: Any) -> None:
+    """``Flagstaff.LiveStream`` against a scripted WebSocket: the protocol's client half."""
+    page = browser.new_page()
+    page.set_default_timeout(10_000)
+    page.set_content("<html><body></body></html>")
+    page.add_script_tag(content=FAKE_WEBSOCKET)
+    page.add_script_tag(path=str(CLIENT_JS))
+    page.evaluate("""() => {
+        window.got = []; window.states = [];
+        window.stream = new Flagstaff.LiveStream({url: "http://flags.test",
+            subscriptions: [{project: "p", environment: "e", since_revision: null}],
+            heartbeatTimeout: 400, reconnectInitial: 20, reconnectMax: 40});
+        stream.on("event", (m) => got.push(m.revision));
+        stream.on("snapshot", (m) => got.push("snapshot@" + m.revision));
+        stream.on("status", (s) => states.push(s));
+    }""")
+    page.wait_for_function("sockets.length === 1 && sockets[0].sent.length === 1")
+    assert page.evaluate("sockets[0].url") == "ws://flags.test/ws/v1/flags/"
+    assert page.evaluate("sockets[0].sent[0]") == {
+        "type": "subscribe", "project": "p", "environment": "e", "since_revision": None}
+    page.evaluate("""() => {
+        const base = {project: "p", environment: "e"};
+        const s = sockets[0];
+        s.deliver({type: "snapshot", ...base, revision: 5, flags: {}, segments: {}});
+        s.deliver({type: "subscribed", ...base, mode: "snapshot", revision: 5});
+        s.deliver({type: "event", ...base, revision: 6, changes: []});
+        s.deliver({type: "event", ...base, revision: 6, changes: []});   // twice: dropped
+        s.deliver("not json");                                            // ignored
+        s.deliver({type: "event", project: "other", environment: "e", revision: 9, changes: []});
+        s.deliver({type: "heartbeat", ...base, revision: 7});
+        s.drop(1006);
+    }""")
+    assert page.evaluate("got") == ["snapshot@5", 6]
+    page.wait_for_function("sockets.length === 2 && sockets[1].sent.length === 1")
+    assert page.evaluate("sockets[1].sent[0].since_revision") == 7  # resume, not a snapshot
+    assert page.evaluate("states") == ["ready", "stale"]
+    # the second connection opens and then says nothing: the heartbeat timeout replaces it
+    page.wait_for_function("sockets.length === 3", timeout=10_000)
+    page.evaluate("""() => {
+        const base = {project: "p", environment: "e"};
+        sockets[2].deliver({type: "event", ...base, revision: 8, changes: []});
+        sockets[2].deliver({type: "subscribed", ...base, mode: "resume", revision: 8});
+    }""")
+    assert page.evaluate("got") == ["snapshot@5", 6, 8]
+    assert page.evaluate("stream.status") == "ready"
+    page.evaluate("stream.close()")
+    assert page.evaluate("stream.status") == "closed"
+    page.close()
+
+
+def test_values_client_states_and_refusal(browser: Any) -> None:
+    """``Flagstaff.createClient`` against a scripted WebSocket: values, changes, a refused key."""
+    page = browser.new_page()
+    page.set_default_timeout(10_000)
+    page.set_content("<html><body></body></html>")
+    page.add_script_tag(content=FAKE_WEBSOCKET)
+    page.add_script_tag(path=str(CLIENT_JS))
+    page.evaluate("""() => {
+        window.changes = [];
+        window.flags = Flagstaff.createClient({url: "https://flags.test", key: "fs_browser_x",
+            context: {key: "u1"}, reconnectInitial: 20, reconnectMax: 40});
+        flags.on("change", (flag, value) => changes.push([flag, value]));
+    }""")
+    page.wait_for_function("sockets.length === 1 && sockets[0].sent.length === 1")
+    assert page.evaluate("sockets[0].url") == "wss://flags.test/ws/v1/values/?key=fs_browser_x"
+    assert page.evaluate("sockets[0].sent[0]") == {"type": "identify", "context": {"key": "u1"}}
+    assert page.evaluate("flags.variationDetail('a', 'd').reason.error_kind") == "CLIENT_NOT_READY"
+    page.evaluate("""() => {
+        const base = {project: "p", environment: "e"};
+        sockets[0].deliver({type: "values", ...base, revision: 3, values: {
+            a: {value: true, variation: 0, reason: {kind: "FALLTHROUGH"}},
+            b: {value: null, variation: null, reason: {kind: "OFF"}}}});
+        sockets[0].deliver({type: "changed", ...base, revision: 4,
+            values: {a: {value: false, variation: 1, reason: {kind: "RULE_MATCH"}}}, removed: []});
+        sockets[0].deliver({type: "changed", ...base, revision: 4,
+            values: {a: {value: true, variation: 0, reason: {kind: "RULE_MATCH"}}}, removed: []});
+    }""")
+    assert page.evaluate("flags.status") == "ready"
+    assert page.evaluate("[flags.variation('a', 'd'), flags.variation('b', 'd')]") == [False, "d"]
+    assert page.evaluate("changes") == [["a", False]]  # the repeated revision was dropped
+    assert page.evaluate("flags.allFlags()") == {"a": False, "b": None}
+    page.evaluate("sockets[0].drop(1006)")
+    assert page.evaluate("flags.status") == "stale"
+    assert page.evaluate("flags.variationDetail('a', 'd')")["stale"] is True
+    page.wait_for_function("sockets.length === 2 && sockets[1].sent.length === 1")
+    page.evaluate("sockets[1].drop(4401)")
+    assert page.evaluate("flags.status") == "error"
+    page.evaluate("flags.close()")
     page.close()
