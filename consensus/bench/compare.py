@@ -94,6 +94,11 @@ WORKLOADS: tuple[Workload, ...] = (
         "latency_ms.p99", "ms", False,
     ),
     Workload(
+        "watch-fanout", "watch fan-out p99, 10,000 watchers / 100 streams, 1 put/s",
+        ("watch-latency", "--watchers", "10000", "--streams", "100", "--rate", "1"),
+        "latency_ms.p99", "ms", False,
+    ),
+    Workload(
         "lease", "lease keepalive, 100 clients",
         ("lease-keepalive", "--clients", "100", "--conns", "10"),
         "throughput", "keepalives/s", True,
