@@ -35,11 +35,24 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+_held_so_far = [0]
+
+
 def _hold(text: str, clients: int) -> list[Any]:
+    """``clients`` offline clients, each parsing its own copy of the documents.
+
+    Every client's salts differ (as two environments' flags would), so the
+    process-wide compilation cache shares nothing between them.
+    """
     from flags.sdk import Client
 
-    return [Client("http://127.0.0.1:9", "fs_sdk_bench", "bench/production", offline=True,
-                   bootstrap=json.loads(text)) for _ in range(clients)]
+    out = []
+    for _ in range(clients):
+        _held_so_far[0] += 1
+        unique = text.replace('"salt": "salt-', f'"salt": "c{_held_so_far[0]}-salt-')
+        out.append(Client("http://127.0.0.1:9", "fs_sdk_bench", "bench/production",
+                          offline=True, bootstrap=json.loads(unique)))
+    return out
 
 
 def run(clients: int = 10) -> dict[str, float]:
