@@ -10,6 +10,7 @@ rules use a segment that changed.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections import OrderedDict
@@ -145,10 +146,13 @@ class FlagStore:
                                       old.segment_docs)
 
     def export(self) -> dict[str, Any]:
-        """The cache as bootstrap data (``{"revision", "flags", "segments"}``)."""
+        """The cache as bootstrap data (``{"revision", "flags", "segments"}``), a deep copy
+        (the cached documents are shared with other clients of the process)."""
         data = self.data or EMPTY
-        return {"revision": data.revision, "flags": dict(data.flag_docs),
-                "segments": dict(data.segment_docs)}
+        out: dict[str, Any] = copy.deepcopy({"revision": data.revision,
+                                             "flags": data.flag_docs,
+                                             "segments": data.segment_docs})
+        return out
 
 
 def load_bootstrap(source: Mapping[str, Any] | str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
