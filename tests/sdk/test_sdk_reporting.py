@@ -63,3 +63,18 @@ def test_counts_are_sent_in_a_batch_and_404_is_tolerated(
     assert body["start"] <= body["end"]
     # still evaluating after the report, whatever the answer was
     assert client.variation("a", {"key": "u"}, False) is True
+
+
+async def test_async_client_flushes_counts_on_close(counts_server: ThreadingHTTPServer) -> None:
+    from flags.sdk import AsyncClient
+
+    url = f"http://127.0.0.1:{counts_server.server_address[1]}"
+    client = AsyncClient(url, "fs_sdk_async", "shop/staging",
+                         bootstrap={"flags": {"a": boolean_flag("a")}}, events_interval=3600,
+                         reconnect_initial=5.0)
+    for i in range(3):
+        assert client.bool_variation("a", {"key": f"u{i}"}, False) is True
+    await client.close()
+    received = counts_server.received  # type: ignore[attr-defined]
+    assert [body["counts"] for _, _, body in received] == [{"a": 3}]
+    assert received[0][2]["environment"] == "shop/staging"
