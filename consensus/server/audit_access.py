@@ -112,20 +112,20 @@ def visible(store: AuthStore, user: str, record: AuditRecord) -> AuditRecord | N
     """``record`` as ``user`` may see it: whole, cut down to readable keys, or None."""
     if is_trusted(store, user):
         return record
-    if not record.events:
-        return None  # platform events: trusted principals only
+    if not record.changes:
+        return None  # platform events and auth.* records: trusted principals only
     readable = []
-    for event in record.events:
+    for change in record.changes:
         try:
-            store.check_permitted(user, event.kv.key, b"", READ)
+            store.check_permitted(user, change.key, b"", READ)
         except AuthError:
             continue
-        readable.append(event)
+        readable.append(change)
     if not readable:
         return None
-    if len(readable) == len(record.events):
+    if len(readable) == len(record.changes):
         return record
-    return record._replace(events=tuple(readable))
+    return record._replace(changes=tuple(readable))
 
 
 def describe_auth(body: bytes) -> tuple[str, str]:

@@ -97,7 +97,7 @@ class AuditRetention:
         if not self.member.is_leader:
             return 0
         cutoff_ms = int((self._clock() - self.retention) * 1000)
-        if not any(r.time_ms < cutoff_ms for r in self.fsm.audit.records):
+        if not self.fsm.audit.has_older_than(cutoff_ms):
             return 0
         body = audit_pb2.PurgeRequest(cutoff_ms=cutoff_ms).SerializeToString()
         result = await self.member.propose(

@@ -25,7 +25,7 @@ import grpc
 
 from consensus.api.gen.flagstaff.audit.v1 import audit_pb2 as apb
 from consensus.api.gen.flagstaff.audit.v1 import audit_pb2_grpc as apb_grpc
-from consensus.mvcc.audit import AuditRecord, after_of, before_of
+from consensus.mvcc.audit import AuditRecord
 from consensus.mvcc.keyrange import FROM_KEY
 from consensus.server.audit_access import visible
 from consensus.server.auth_tokens import user_of
@@ -85,18 +85,15 @@ def record_to_pb(r: AuditRecord) -> apb.Record:
         id=r.id, revision=r.revision, time_ms=r.time_ms, principal=r.principal, actor=r.actor,
         reason=r.reason, source=r.source, action=r.action, key=r.key, detail=r.detail,
     )
-    for event in r.events:
-        change = out.changes.add(key=event.kv.key)
-        before, after = before_of(event), after_of(event)
-        if before is not None:
+    for c in r.changes:
+        change = out.changes.add(key=c.key, before_mod_revision=c.before_mod_revision,
+                                 after_version=c.after_version, lease=c.lease)
+        if c.before is not None:
             change.has_before = True
-            change.before = before.value
-            change.before_mod_revision = before.mod_revision
-        if after is not None:
+            change.before = c.before
+        if c.after is not None:
             change.has_after = True
-            change.after = after.value
-            change.after_version = after.version
-            change.lease = after.lease
+            change.after = c.after
     return out
 
 

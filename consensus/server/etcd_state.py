@@ -186,7 +186,7 @@ class EtcdStateMachine:
         return self.audit.append(
             self.kv.revision, req.time_ms, req.principal, req.actor, req.reason, req.source,
             event.action, (), event.key, event.detail,
-        ).id
+        )
 
     def _apply_kv(self, req: InternalRequest) -> object:
         op = req.op
