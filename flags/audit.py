@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_CORE_PAGES = 20
+"""Core pages one audit page reads at most (see :func:`access_audit_page`)."""
 KV_ACTIONS = ("put", "delete", "txn", "lease_revoke", "lease_expire")
 """The core's actions for key changes; anything else is a platform event."""
 PLATFORM_ACTIONS = (
@@ -267,14 +269,16 @@ def access_audit_page(
 
     The core filters by key, actor, action, source and time; records are then
     cut down to the caller's readable keys (and dropped when none is left),
-    reading further pages of the core until this page is full.
+    reading further pages of the core until this page is full -- at most
+    :data:`MAX_CORE_PAGES` of them, so that a caller who may read little of a
+    long trail gets a short page and a token to go on with, not a long wait.
     """
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     key = filters.core_key
     core_filters = filters.core_filters()
     entries: list[AuditEntry] = []
     token = page_token
-    while True:
+    for _ in range(MAX_CORE_PAGES):
         response = core().audit_list(
             key, prefix=key.endswith("/"), limit=limit, page_token=token, **core_filters
         )
@@ -289,6 +293,7 @@ def access_audit_page(
         token = response.next_page_token
         if not token:
             return AuditPage(entries, "")
+    return AuditPage(entries, token)
 
 
 def access_audit_record(principal: Any, record_id: int) -> AuditEntry:
