@@ -245,6 +245,21 @@ def test_a_writer_killed_right_after_the_ack_still_leaves_the_record(
     ]
 
 
+def test_no_etcd_door_removes_records_deletes_compaction_and_defrag_keep_them(
+    flagstaff_cluster: Cluster,
+) -> None:
+    eps = flagstaff_cluster.endpoints
+    ok(eps, "put", "/au/ro/x", "kept")
+    ok(eps, "del", "/au/ro/", "--prefix")
+    revision = json.loads(ok(eps, "get", "/au/ro/x", "-w", "json"))["header"]["revision"]
+    ok(eps, "compaction", str(revision))
+    ok(eps, "defrag")
+    got = run(records(eps, "/au/ro/"))
+    assert [(r.action, change(r)) for r in got] == [
+        ("delete", ("/au/ro/x", "kept", None)), ("put", ("/au/ro/x", None, "kept")),
+    ]
+
+
 # -- restarts and new members ----------------------------------------------------------------------
 def test_the_trail_survives_restart_and_reaches_a_member_added_later(
     make_cluster: Callable[..., Cluster],
