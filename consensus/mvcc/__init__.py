@@ -14,7 +14,9 @@ Modules, one concept each:
 - ``lease``: the lease table (state only; expiry decided by the leader);
 - ``hash``: HashKV, bit-compatible with etcd's;
 - ``snapshot``: the deterministic byte encoding of the whole state;
-- ``store``: ``KVStore``, which applies operations and ties the above together.
+- ``store``: ``KVStore``, which applies operations and ties the above together;
+- ``audit``: the audit trail kept beside the key space (not in it: no revision,
+  not in HashKV), appended to by the server's state machine in each apply.
 """
 
 from consensus.mvcc.errors import (
