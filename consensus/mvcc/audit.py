@@ -123,7 +123,8 @@ def _view(row: _Row) -> AuditRecord:
     )
 
 
-AuditListener = Callable[[AuditRecord], None]
+AuditListener = Callable[[], None]
+"""Told that records were appended (it reads them itself: nothing is built for it)."""
 
 
 class AuditLog:
@@ -171,18 +172,16 @@ class AuditLog:
             source or DEFAULT_SOURCE, action, _raw_changes(events) if events else (), key, detail,
         )
         self._rows.append(row)
-        if self._listeners:
-            record = _view(row)
-            for listener in list(self._listeners):
-                listener(record)
+        for listener in self._listeners:
+            listener()
         return record_id
 
     def adopt(self, other: AuditLog) -> None:
         """Take over ``other``'s records (a snapshot install); listeners stay and are told."""
         self._rows = other._rows
         self.next_id = other.next_id
-        for listener in list(self._reset_listeners):
-            listener()
+        for reset in list(self._reset_listeners):
+            reset()
 
     def purge(self, cutoff_ms: int) -> int:
         """Drop every record whose time is before ``cutoff_ms``; how many went.
@@ -204,8 +203,8 @@ class AuditLog:
     def subscribe(
         self, listener: AuditListener, on_reset: Callable[[], None] | None = None
     ) -> Callable[[], None]:
-        """Call ``listener(record)`` after each appended record, and ``on_reset()`` after
-        :meth:`adopt`; returns an unsubscribe."""
+        """Call ``listener()`` after each appended record (read them with :meth:`since`),
+        and ``on_reset()`` after :meth:`adopt`; returns an unsubscribe."""
         self._listeners.append(listener)
         if on_reset is not None:
             self._reset_listeners.append(on_reset)
@@ -225,13 +224,17 @@ class AuditLog:
         for i in range(end - 1, -1, -1):
             yield _view(rows[i])
 
-    def since(self, after_id: int = 0, min_revision: int = 0) -> list[AuditRecord]:
-        """Records after ``after_id`` with a revision of at least ``min_revision``, oldest first."""
+    def since(
+        self, after_id: int = 0, min_revision: int = 0, limit: int | None = None
+    ) -> list[AuditRecord]:
+        """Records after ``after_id`` with a revision of at least ``min_revision``, oldest
+        first (at most ``limit`` of them)."""
         rows = self._rows
         start = bisect_right(rows, after_id, key=_id)
         if min_revision > 0:
             start = max(start, bisect_left(rows, min_revision, key=_revision))
-        return [_view(row) for row in rows[start:]]
+        end = len(rows) if limit is None else start + limit
+        return [_view(row) for row in rows[start:end]]
 
     # -- snapshot ----------------------------------------------------------------------------
     def to_bytes(self) -> bytes:

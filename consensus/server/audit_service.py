@@ -159,39 +159,30 @@ class AuditService(apb_grpc.AuditServicer):
             await context.abort(status[0], status[1])
             return
         match = RecordFilter(request.filter)
-        queue: asyncio.Queue[AuditRecord | None] = asyncio.Queue()
-        unsubscribe = fsm.audit.subscribe(queue.put_nowait, lambda: queue.put_nowait(None))
+        wake = asyncio.Event()
+        # Listeners only say "more": the stream reads the trail itself from its position,
+        # so a slow reader holds no queue of records and a snapshot install needs no care.
+        unsubscribe = fsm.audit.subscribe(wake.set, wake.set)
         try:
             last_id = request.after_id
             if not last_id and not request.start_revision:
                 last_id = fsm.audit.next_id - 1
-            pending: list[AuditRecord] = fsm.audit.since(last_id, request.start_revision)
             # The stream is open: say where it stands before any record arrives.
             yield apb.WatchResponse(header=self._header(), position=last_id)
             while True:
-                if pending:
-                    batch = [record_to_pb(r) for r in self._visible(user, pending, match)]
-                    last_id = max(last_id, pending[-1].id)
-                    if not batch:
-                        yield apb.WatchResponse(header=self._header(), position=last_id)
-                    for i in range(0, len(batch), WATCH_BATCH):
-                        chunk = batch[i : i + WATCH_BATCH]
-                        yield apb.WatchResponse(
-                            header=self._header(), records=chunk,
-                            position=last_id if i + WATCH_BATCH >= len(batch) else chunk[-1].id,
-                        )
-                first = await queue.get()
-                if first is None:  # a snapshot replaced the trail: catch up from it
-                    pending = fsm.audit.since(last_id)
+                wake.clear()
+                pending = fsm.audit.since(last_id, request.start_revision, WATCH_BATCH)
+                if not pending:
+                    await wake.wait()
                     continue
-                pending = [first]
-                while not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        pending = fsm.audit.since(last_id)
-                        break
-                    pending.append(item)
-                pending = [r for r in pending if r.id > last_id]
+                last_id = pending[-1].id
+                batch = [record_to_pb(r) for r in self._visible(user, pending, match)]
+                if batch:
+                    yield apb.WatchResponse(header=self._header(), records=batch, position=last_id)
+                elif len(pending) == WATCH_BATCH:
+                    # A whole batch filtered out: tell the client how far it got. (Not for
+                    # every record: a resume from an older position only re-filters them.)
+                    yield apb.WatchResponse(header=self._header(), position=last_id)
         finally:
             unsubscribe()
 

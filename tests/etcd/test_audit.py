@@ -274,12 +274,31 @@ def test_the_trail_survives_restart_and_reaches_a_member_added_later(
     before = [r.SerializeToString() for r in run(records(eps, "/au/snap/"))]
     assert len(before) == 25
 
-    # Restart every member: the trail comes back from snapshot + log.
-    for node in cluster.nodes:
-        node.kill9()
-    cluster.start()
-    cluster.wait_for_leader(timeout=30)
-    assert [r.SerializeToString() for r in run(records(eps, "/au/snap/"))] == before
+    def restart() -> None:
+        for node in cluster.nodes:
+            node.kill9()
+        cluster.start()
+        cluster.wait_for_leader(timeout=30)
+
+    async def watch_across_restart() -> list[apb.Record]:
+        async with Client(eps.split(",")) as client:
+            stream = client.audit_watch("/au/snap/", prefix=True, start_revision=1)
+            seen = [await asyncio.wait_for(stream.__anext__(), 30) for _ in range(25)]
+            await asyncio.to_thread(restart)  # the stream breaks; the client resumes after it
+            await asyncio.to_thread(ok, eps, "put", "/au/snap/during", "y")
+            seen.append(await asyncio.wait_for(stream.__anext__(), 60))
+            await stream.aclose()  # type: ignore[attr-defined]
+            return seen
+
+    # Restart every member under an open Watch: the trail comes back from snapshot +
+    # log, and the watcher gets the next record once, after the ones it had.
+    watched = run(watch_across_restart())
+    assert [r.SerializeToString() for r in reversed(watched[:25])] == before
+    assert change(watched[25]) == ("/au/snap/during", None, "y")
+    assert watched[25].id > watched[24].id
+    now = [r.SerializeToString() for r in run(records(eps, "/au/snap/"))]
+    assert now[1:] == before and len(now) == 26
+    before = now
 
     # A member added now can only catch up by snapshot (the log is compacted).
     joiner = cluster.add_node_spec("n4")
@@ -289,7 +308,7 @@ def test_the_trail_survives_restart_and_reaches_a_member_added_later(
 
     def joined_trail() -> list[bytes] | None:
         got = [r.SerializeToString() for r in run(records(joiner.endpoint, "/au/snap/", serializable=True))]
-        return got if len(got) == 26 else None
+        return got if len(got) == 27 else None
 
     trail = wait_until(joined_trail, 60, "the new member to hold the trail")
     assert trail[1:] == before
