@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -230,7 +231,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"flagstaff node: {exc}", file=sys.stderr)
         return 2
-    return run_event_loop(serve(config))
+    code = run_event_loop(serve(config))
+    if code != 0:
+        # A fatal error: exit now, like etcd's panic. Everything acknowledged is already
+        # durable, and a thread still stuck on the disk (say, ENOSPC) must not keep the
+        # process alive after its member has stopped.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def min_lease_ttl_seconds(election_timeout_ms: int) -> int:

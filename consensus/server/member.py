@@ -94,6 +94,9 @@ from consensus.storage.wal import WAL
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_STEP_SECONDS = 10.0
+"""How long stopping waits for the peer transport, and for the WAL to close, before giving up on it."""
+
 _T = TypeVar("_T")
 
 READ_INDEX_RETRY_SECONDS = 0.5
@@ -1066,12 +1069,25 @@ class Member:
         for f in futures:
             if not f.done():
                 f.set_exception(stopped)
-        if self._transport is not None:
-            await self._transport.stop()
-        if self._log is not None:
-            await asyncio.to_thread(self._log.close)
-        self._stopped.set()
-        self._notify_changed()
+        # Whatever closing raises (say ENOSPC flushing the WAL after a fatal error), the member
+        # must end up stopped: a process whose Raft loop is gone but which never exits would
+        # keep its ports open and look alive to a supervisor.
+        # Each step is bounded for the same reason (a thread stuck on a full disk cannot be
+        # cancelled, but the member stops waiting for it).
+        try:
+            if self._transport is not None:
+                await asyncio.wait_for(self._transport.stop(), SHUTDOWN_STEP_SECONDS)
+        except Exception:
+            log.exception("stopping the peer transport failed")
+        try:
+            if self._log is not None:
+                await asyncio.wait_for(asyncio.to_thread(self._log.close), SHUTDOWN_STEP_SECONDS)
+        except Exception:
+            log.exception("closing the write-ahead log failed")
+            self._exit_code = self._exit_code or 1
+        finally:
+            self._stopped.set()
+            self._notify_changed()
         log.info("member %s stopped", self.name)
 
     # -- helpers ----------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from consensus.api import generate
 from consensus.api.gen.etcd.authpb import auth_pb2
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from consensus.api.gen.etcd.mvccpb import kv_pb2
+from consensus.api.gen.flagstaff.audit.v1 import audit_pb2
 
 
 def numbers(message: Descriptor) -> dict[str, int]:
@@ -192,7 +193,7 @@ def test_generated_code_matches_the_proto_sources(tmp_path: Path) -> None:
             _clear_json_names(message)
     committed = {
         module.DESCRIPTOR.name: descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb)
-        for module in (rpc_pb2, kv_pb2, auth_pb2)
+        for module in (rpc_pb2, kv_pb2, auth_pb2, audit_pb2)
     }
     assert {f.name: f for f in fresh.file} == committed, "run `python -m consensus.api.generate`"
 

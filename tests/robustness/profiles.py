@@ -14,8 +14,10 @@ from consensus.server.failpoints import SITES
 from tests.robustness.faults import CORRUPTION_MODES, FaultSpec
 from tests.robustness.scenario import Scenario
 
-TMPFS_MB = 80
-"""A tmpfs data dir for the full-disk fault: the 64 MiB preallocated WAL segment plus snapshots."""
+TMPFS_MB = 256
+"""A tmpfs data dir for the full-disk fault: room for two 64 MiB preallocated WAL segments plus the
+snapshots, which carry the audit trail (with the before/after of every ~32 KiB put) and so grow
+through a run; the fault fills whatever is left, so the size only has to leave a normal run room."""
 
 
 def ci_kills_and_partitions(seed: int = 101) -> Scenario:
