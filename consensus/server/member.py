@@ -7,9 +7,10 @@ event loop:
 * inbound peer messages, proposals and reads are stepped as they arrive;
 * the Ready loop takes one ``Ready`` at a time and follows its contract:
   persist (WAL append on the loop, fsync on the group-commit thread: one
-  fsync covers everything appended meanwhile), then send, then install the
-  snapshot and apply the committed entries, then serve read states, then
-  ``advance``. Input keeps being stepped while a Ready is being persisted,
+  fsync covers everything appended meanwhile), then send (a leader sends
+  first, see the invariants), then install the snapshot and apply the
+  committed entries, then serve read states, then ``advance``. Each Ready's
+  messages are coalesced first (:mod:`consensus.raft.coalesce`). Input keeps being stepped while a Ready is being persisted,
   so the next Ready batches everything that arrived meanwhile.
 
 The public async API (what the gRPC layer builds on): :meth:`Member.propose`,
