@@ -127,7 +127,7 @@ def test_up_starts_the_platform_and_stops_everything(tmp_path: Path) -> None:
 
         # The worker consumes from the embedded (filesystem) broker and reaches the core.
         queue = str(tmp_path / "var" / "celery" / "queue")
-        sender = Celery(broker="filesystem://", broker_transport_options={
+        sender = Celery(broker="filesystem://", set_as_current=False, broker_transport_options={
             "data_folder_in": queue, "data_folder_out": queue,
             "control_folder": str(tmp_path / "var" / "celery" / "control")})
         sender.send_task("flags.tasks.check_core_health")

@@ -362,7 +362,8 @@ class Workers:
     def __init__(self, base: Path, cluster: Cluster, registry: ProcessRegistry) -> None:
         self.base, self.cluster, self.registry = base, cluster, registry
         queue = base / "celery" / "queue"
-        self.app = Celery("flagstaff-test", broker="filesystem://")
+        # Not the current app: shared tasks must stay bound to the platform's app for later tests.
+        self.app = Celery("flagstaff-test", broker="filesystem://", set_as_current=False)
         self.app.conf.broker_transport_options = {
             "data_folder_in": str(queue), "data_folder_out": str(queue),
             "control_folder": str(base / "celery" / "control"),
