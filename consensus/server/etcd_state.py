@@ -23,6 +23,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from crc32c import crc32c
 from google.protobuf.message import DecodeError
 
 from consensus.api.gen.etcd.etcdserverpb import rpc_pb2 as pb
@@ -42,9 +43,10 @@ from consensus.server.authorization import check_apply
 from consensus.server.internal_request import InternalRequest, Op
 
 _SNAPSHOT_MAGIC = b"FSES"
-_SNAPSHOT_VERSION = 3
-"""v2 added the auth store after the alarms, v3 the audit trail after the auth store;
-older snapshots still restore (auth and audit empty)."""
+_SNAPSHOT_VERSION = 4
+"""v2 added the auth store after the alarms, v3 the audit trail after the auth store, v4 a
+CRC32C of everything before it as the last 4 bytes (so a damaged state is refused as a whole,
+whichever section the damage is in); older snapshots still restore (auth and audit empty)."""
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _AUDITED = frozenset({Op.PUT, Op.DELETE_RANGE, Op.TXN, Op.LEASE_REVOKE})
@@ -267,11 +269,16 @@ class EtcdStateMachine:
         parts.append(_U64.pack(len(audit_bytes)))
         parts.append(audit_bytes)
         parts.append(kv_bytes)
-        return b"".join(parts)
+        body = b"".join(parts)
+        return body + _U32.pack(crc32c(body))
 
     def restore(self, data: bytes, index: int) -> None:
-        if data[:4] != _SNAPSHOT_MAGIC or data[4] not in (1, 2, _SNAPSHOT_VERSION):
+        if data[:4] != _SNAPSHOT_MAGIC or data[4] not in (1, 2, 3, _SNAPSHOT_VERSION):
             raise ValueError("not an etcd state machine snapshot (bad magic or version)")
+        if data[4] >= 4:
+            if len(data) < 9 or _U32.unpack_from(data, len(data) - 4)[0] != crc32c(data[:-4]):
+                raise ValueError("the state machine snapshot fails its checksum")
+            data = data[:-4]
         pos = 5
         (n,) = _U32.unpack_from(data, pos)
         pos += 4
