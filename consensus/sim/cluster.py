@@ -38,6 +38,7 @@ import random
 import traceback
 from dataclasses import dataclass, field
 
+from consensus.raft.coalesce import coalesce
 from consensus.raft.core import Config
 from consensus.raft.rawnode import RawNode
 from consensus.raft.storage import MemoryStorage
@@ -84,6 +85,9 @@ class SimOptions:
     """The liveness bound, in election timeouts (see :attr:`Simulation.liveness_bound`)."""
     trace: bool = True
     """Record the step-by-step trace (a replay with it on gives the very same run)."""
+    coalesce: bool = False
+    """Send each Ready's messages through :func:`consensus.raft.coalesce.coalesce`, as the real
+    member does. Off by default so that recorded seeds replay exactly as they were found."""
 
 
 @dataclass(slots=True)
@@ -222,6 +226,8 @@ class Simulation:
         self.size = members
         self.fault_ticks = ticks
         self.options = options if options is not None else SimOptions()
+        self.messages_coalesced = 0
+        """Messages that coalescing merged into others (with :attr:`SimOptions.coalesce`)."""
         if self.options.broken is not None and self.options.broken not in BROKEN_MODES:
             raise ValueError(f"unknown broken mode {self.options.broken!r}")
         self.rng = random.Random(seed)
@@ -487,7 +493,11 @@ class Simulation:
             disk.sync()
         # 2. send.
         net, now, inc = self.net, self.now, m.incarnation
-        for msg in rd.messages:
+        outbound = rd.messages
+        if self.options.coalesce and len(outbound) > 1:
+            outbound = coalesce(outbound)
+            self.messages_coalesced += len(rd.messages) - len(outbound)
+        for msg in outbound:
             if msg.type == MessageType.SNAP:
                 self.snapshots_sent += 1
             net.send(msg, now, inc)

@@ -56,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="run a deliberately unsafe core, which the simulator must catch",
     )
+    parser.add_argument(
+        "--coalesce",
+        action="store_true",
+        help="send each Ready's messages coalesced, as the real member does (consensus.raft.coalesce)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--trace", action="store_true", help="with --seed: print the whole trace")
     parser.add_argument(
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(measure().as_dict()))
         return 0
     members = None if args.members == "both" else int(args.members)
-    config = SweepConfig(members=members, ticks=args.ticks, broken=args.broken)
+    config = SweepConfig(members=members, ticks=args.ticks, broken=args.broken, coalesce=args.coalesce)
     if args.seed is not None:
         return _replay_one(args.seed, config, args)
     return _sweep(config, args)
@@ -187,6 +192,7 @@ def _summary_dict(
         "members": args.members,
         "ticks": config.ticks,
         "broken": config.broken,
+        "coalesce": config.coalesce,
         "workers": workers,
         "passed": s.seeds - len(s.failures),
         "violations": [
@@ -222,7 +228,8 @@ def _print_summary(
     status = "interrupted, " if s.interrupted else ""
     print(
         f"sim: {status}{s.seeds} seeds ({first}..{last}, members {args.members}, "
-        f"{config.ticks} ticks{', broken ' + config.broken if config.broken else ''}) "
+        f"{config.ticks} ticks{', broken ' + config.broken if config.broken else ''}"
+        f"{', coalesced' if config.coalesce else ''}) "
         f"on {workers} workers: {s.seeds - len(s.failures)} passed, {len(s.failures)} violated"
     )
     if s.failures:

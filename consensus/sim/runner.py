@@ -27,6 +27,8 @@ class SweepConfig:
     """3 or 5; None alternates by seed (even seeds 3 members, odd seeds 5)."""
     ticks: int = 200
     broken: str | None = None
+    coalesce: bool = False
+    """Coalesce each Ready's messages as the real member does (:attr:`SimOptions.coalesce`)."""
 
     def members_for(self, seed: int) -> int:
         if self.members is not None:
@@ -38,7 +40,7 @@ class SweepConfig:
             seed,
             self.members_for(seed),
             self.ticks,
-            SimOptions(broken=self.broken, trace=trace),
+            SimOptions(broken=self.broken, trace=trace, coalesce=self.coalesce),
         )
 
 
