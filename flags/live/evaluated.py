@@ -12,9 +12,9 @@ server -> client: ``values`` (every flag's value, replaces what the page held),
 ``changed`` (the flags whose value changed at a revision, plus ``removed``),
 ``heartbeat``, ``error``.
 
-Updates come from the process's relay (the same group as ``/ws/v1/flags/``);
-a lost relay message or a relay resync makes the consumer re-read the
-environment and send a fresh ``values``. A reconnecting page simply identifies
+Updates come straight from the process's relay (the consumer is one of its
+sinks, as ``/ws/v1/flags/``'s are); a relay resync makes the consumer re-read
+the environment and send a fresh ``values``. A reconnecting page simply identifies
 again: ``values`` is always complete, so nothing can be missed.
 """
 
@@ -27,7 +27,6 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from consensus.client import EtcdError, op_get, prefix_end
 from flags import keyspace
@@ -38,6 +37,7 @@ from flags.live import protocol
 from flags.live.access_events import ACCESS_GROUP
 from flags.live.consumers import (
     CLOSE_UNAUTHENTICATED,
+    DirectDispatchConsumer,
     heartbeat_seconds,
     presented_secret,
     refresh_principal,
@@ -76,7 +76,7 @@ def evaluated(result: Any) -> dict[str, Any]:
     return {"value": result.value, "variation": result.variation_index, "reason": reason}
 
 
-class EvaluatedValuesConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class EvaluatedValuesConsumer(DirectDispatchConsumer):
     """One page's flags evaluated server-side for its context, kept current."""
 
     async def connect(self) -> None:
@@ -92,6 +92,10 @@ class EvaluatedValuesConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.flags: dict[str, CompiledFlag] = {}
         self.segments: dict[str, CompiledSegment] = {}
         self.values: dict[str, dict[str, Any]] = {}
+        self.streaming = False
+        self.pending: list[dict[str, Any]] = []
+        self.stale = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self.relay: Relay = get_relay()
         await self.channel_layer.group_add(ACCESS_GROUP, self.channel_name)
         await self.accept()
@@ -102,9 +106,10 @@ class EvaluatedValuesConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             self.heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.heartbeat_task
+        for task in list(getattr(self, "_tasks", ())):
+            task.cancel()
         if self.group is not None:
-            self.relay.detach(self.project, self.environment)
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.relay.detach(self.project, self.environment, sink=self)
             self.group = None
         await self.channel_layer.group_discard(ACCESS_GROUP, self.channel_name)
 
@@ -135,10 +140,17 @@ class EvaluatedValuesConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         try:
             if self.group is None:
                 await self.relay.ready(core().timeout)
-                self.group = self.relay.attach(self.project, self.environment)
-                await self.channel_layer.group_add(self.group, self.channel_name)
-                await self._read()
-            await self._send_values()
+                self.group = self.relay.attach(self.project, self.environment, sink=self)
+                try:
+                    await self._read()
+                    await self._send_values()
+                except BaseException:
+                    self.relay.detach(self.project, self.environment, sink=self)
+                    self.group, self.pending = None, []
+                    raise
+                await self._stream()
+            elif self.streaming:
+                await self._send_values()
         except (TimeoutError, EtcdError, FlagstaffError) as exc:
             await self._error(protocol.ERROR_UNAVAILABLE, f"the core is unavailable: {exc}")
 
@@ -180,13 +192,31 @@ class EvaluatedValuesConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     # -- relay messages ---------------------------------------------------------------------
 
-    async def live_event(self, message: dict[str, Any]) -> None:
-        """A revision's changes: re-evaluate what they touch and send what changed."""
-        event = message["message"]
-        if event["revision"] <= self.revision or self.context is None:
+    async def relay_event(self, message: dict[str, Any], text: str) -> None:
+        """A revision's changes from the relay (called directly, in revision order).
+
+        While the environment is being (re-)read the event waits and is applied
+        after the fresh ``values``.
+        """
+        if not self.streaming:
+            self.pending.append(message)
             return
-        if int(event.get("prev_revision", 0)) > self.revision:  # a lost relay message
-            await self.live_resync({})
+        await self._apply(message)
+
+    async def _stream(self) -> None:
+        """Apply the relay events that waited (those after ``revision``), then apply directly."""
+        while self.pending:
+            waiting, self.pending = self.pending, []
+            for event in waiting:
+                await self._apply(event)
+        self.streaming = True  # no await since the loop saw ``pending`` empty
+        if self.stale:
+            self.stale = False
+            self.relay_resync(self.project, self.environment)
+
+    async def _apply(self, event: dict[str, Any]) -> None:
+        """Re-evaluate what a revision's changes touch and send what changed."""
+        if event["revision"] <= self.revision or self.context is None:
             return
         touched: set[str] = set()
         segments_changed: set[str] = set()
@@ -218,10 +248,17 @@ class EvaluatedValuesConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                                   "environment": self.environment, "revision": self.revision,
                                   "values": changed, "removed": removed})
 
-    async def live_resync(self, message: dict[str, Any]) -> None:
+    def relay_resync(self, project: str, environment: str) -> None:
         """Events may have been lost: re-read the environment and send every value again."""
-        if self.context is None:
+        if not self.streaming:  # being read: re-read once that is done
+            self.stale = True
             return
+        self.streaming = False
+        task = asyncio.get_running_loop().create_task(self._resync())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resync(self) -> None:
         try:
             await self._read()
             await self._send_values()
@@ -229,6 +266,8 @@ class EvaluatedValuesConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             log.warning("values resync of %s/%s failed: %s; closing", self.project,
                         self.environment, exc)
             await self.close(code=1011)
+            return
+        await self._stream()
 
     async def access_changed(self, message: dict[str, Any]) -> None:
         """Permissions or tokens changed: close when this browser key no longer works."""

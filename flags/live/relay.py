@@ -1,12 +1,21 @@
-"""The relay: one core watch per web process, fanned out to that process's consumers via Channels.
+"""The relay: one core watch per web process, fanned out to that process's consumers.
 
 Each web process (each event loop, in practice daphne's one) runs its own
 :class:`Relay`, started lazily by the first websocket that connects and kept
 running. It watches the key range ``[/flags/, end of /segments/)`` in one
 watch -- so that a transaction touching flags and segments (a new
 environment is filled with both) arrives as one revision -- ignores other
-keys in that range (``/projects/``), and sends each revision's changes of one
-(project, environment) as one message to a Channels group.
+keys in that range (``/projects/``), and delivers each revision's changes of one
+(project, environment) as one message to the consumers that follow it.
+
+In-process fan-out: the process's consumers register themselves as *sinks*
+(``attach(..., sink=consumer)``) and the relay hands each message straight to
+them, in revision order, with the JSON text encoded once and shared by every
+sink. No Channels layer sits between the relay and its own process's
+consumers: no per-consumer channel, no layer queue scan, no per-message
+database hop, no per-consumer encoding. Attaching without a sink (a raw
+Channels channel joining :meth:`Relay.group`) still gets the messages through
+the layer, with ``prev_revision`` so a lost layer message is detectable.
 
 Exactly once with several web processes: group names carry the relay's own
 id, so a relay publishes only to the consumers of its own process (each of
@@ -33,12 +42,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import time
 import uuid
 import weakref
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
@@ -60,6 +70,20 @@ RESYNC_MESSAGE = "live.resync"
 _BACKOFF_START, _BACKOFF_MAX = 0.05, 2.0
 
 
+class Sink(Protocol):
+    """A consumer in the relay's own process that receives its events directly."""
+
+    async def relay_event(self, message: dict[str, Any], text: str) -> None:
+        """One revision's changes of a followed environment: the message and its JSON text.
+
+        Called in revision order; ``message`` and ``text`` are shared by every
+        sink and must not be modified.
+        """
+
+    def relay_resync(self, project: str, environment: str) -> None:
+        """The relay lost events (compaction): re-read the environment (sync; spawn work)."""
+
+
 class Relay:
     """A process's watch on the core's flags and segments, publishing to per-environment groups.
 
@@ -76,6 +100,9 @@ class Relay:
         self.resyncs = 0
         self.restarts = 0
         self._subscribers: Counter[tuple[str, str]] = Counter()
+        """Attachments without a sink (raw Channels channels in :meth:`group`)."""
+        self._sinks: dict[tuple[str, str], dict[Sink, None]] = {}
+        """Consumers of this process per environment, in attach order."""
         self._published: dict[tuple[str, str], int] = {}
         self._created = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -87,17 +114,35 @@ class Relay:
         digest = hashlib.sha256(f"{project}/{environment}".encode()).hexdigest()[:40]
         return f"flagstaff-live.{self.id}.{digest}"
 
-    def attach(self, project: str, environment: str) -> str:
-        """Count a local subscriber of an environment; the group it must join."""
-        self._subscribers[(project, environment)] += 1
+    def attach(self, project: str, environment: str, sink: Sink | None = None) -> str:
+        """Register a subscriber of an environment; the group name.
+
+        With a ``sink`` (a consumer of this process) the relay delivers to it
+        directly and the group need not be joined; without one, the caller
+        joins the returned Channels group.
+        """
+        key = (project, environment)
+        if sink is not None:
+            self._sinks.setdefault(key, {})[sink] = None
+        else:
+            self._subscribers[key] += 1
         return self.group(project, environment)
 
-    def detach(self, project: str, environment: str) -> None:
+    def detach(self, project: str, environment: str, sink: Sink | None = None) -> None:
         """Forget one subscriber (``attach``'s undo)."""
-        self._subscribers[(project, environment)] -= 1
-        if self._subscribers[(project, environment)] <= 0:
-            del self._subscribers[(project, environment)]
-            self._published.pop((project, environment), None)
+        key = (project, environment)
+        if sink is not None:
+            sinks = self._sinks.get(key)
+            if sinks is not None:
+                sinks.pop(sink, None)
+                if not sinks:
+                    del self._sinks[key]
+        else:
+            self._subscribers[key] -= 1
+            if self._subscribers[key] <= 0:
+                del self._subscribers[key]
+        if key not in self._subscribers and key not in self._sinks:
+            self._published.pop(key, None)
 
     async def ready(self, timeout: float) -> int:
         """Wait until the watch is created (``TimeoutError`` after ``timeout``); ``revision``."""
@@ -185,19 +230,33 @@ class Relay:
             ).append(protocol.change("delete" if deleted else "put", key, place, doc))
         for revision in sorted(by_revision):
             for (project, environment), changes in by_revision[revision].items():
-                if (project, environment) not in self._subscribers:
+                key = (project, environment)
+                sinks = self._sinks.get(key)
+                if key not in self._subscribers and not sinks:
                     continue
                 message = protocol.event_message(project, environment, revision, changes)
-                # The revision published to this group before: a consumer that holds less
-                # has lost a message (a layer drops messages to a full channel) and catches up.
-                message["prev_revision"] = self._published.get((project, environment), 0)
-                self._published[(project, environment)] = revision
-                await self.layer.group_send(
-                    self.group(project, environment), {"type": EVENT_MESSAGE, "message": message}
-                )
+                if sinks:
+                    text = json.dumps(message)  # once, for every consumer of this process
+                    for sink in list(sinks):
+                        try:
+                            await sink.relay_event(message, text)
+                        except Exception:  # one broken socket must not stop the others
+                            log.exception("relay %s: delivering revision %d failed",
+                                          self.id, revision)
+                if key in self._subscribers:
+                    # The revision published to this group before: a subscriber that holds
+                    # less has lost a message (a layer drops messages to a full channel).
+                    layered = {**message, "prev_revision": self._published.get(key, 0)}
+                    self._published[key] = revision
+                    await self.layer.group_send(
+                        self.group(project, environment),
+                        {"type": EVENT_MESSAGE, "message": layered})
         self.revision = last
 
     async def _resync_all(self) -> None:
+        for (project, environment), sinks in list(self._sinks.items()):
+            for sink in list(sinks):
+                sink.relay_resync(project, environment)
         for project, environment in list(self._subscribers):
             await self.layer.group_send(
                 self.group(project, environment),
