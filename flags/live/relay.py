@@ -17,11 +17,11 @@ database hop, no per-consumer encoding. Attaching without a sink (a raw
 Channels channel joining :meth:`Relay.group`) still gets the messages through
 the layer, with ``prev_revision`` so a lost layer message is detectable.
 
-Exactly once with several web processes: group names carry the relay's own
-id, so a relay publishes only to the consumers of its own process (each of
-which joined its process's relay's group). Every process watches the core
-itself; no event crosses between processes through the layer, so nothing is
-delivered twice and no election is needed. The cost is one core watch per web
+Exactly once with several web processes: a relay delivers only to the
+consumers of its own process (its sinks; group names carry the relay's own id
+for layer subscribers). Every process watches the core itself; no event
+crosses between processes, so nothing is delivered twice and no election is
+needed. The cost is one core watch per web
 process, which the core serves cheaply.
 
 Failures: the client resumes a broken watch stream from the revision after the
@@ -31,10 +31,10 @@ published + 1, with backoff. If that revision was compacted, events were lost:
 the relay watches again from now and tells every subscribed group to resync
 (``live.resync``); consumers then send their clients a fresh snapshot.
 
-Lost layer messages: Channels layers drop a group message to a full channel
-(a stalled consumer). Each event message carries ``prev_revision``, the
-revision last published to that group; a consumer that holds less than it
-knows it missed something and replays the gap from the core's history.
+Lost layer messages (layer subscribers only; direct delivery loses nothing):
+Channels layers drop a group message to a full channel. Each layer message
+carries ``prev_revision``, the revision last published to that group; a
+subscriber that holds less knows it missed something.
 """
 
 from __future__ import annotations
