@@ -13,7 +13,6 @@ create are committed and visible to the daphne process.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
-from flags.core import core, reset_core
-from tests.cluster.harness import Cluster, ProcessRegistry, wait_until
+from tests.cluster.harness import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -43,27 +40,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def core_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three `flagstaff node` processes; this process's gateway points at them too."""
-    registry = ProcessRegistry()
-    cluster = Cluster(tmp_path_factory.mktemp("browser-core"), registry, 3, [])
-    try:
-        cluster.start()
-        cluster.wait_for_leader(timeout=30)
-        saved = settings.FLAGSTAFF_ENDPOINTS
-        settings.FLAGSTAFF_ENDPOINTS = [n.endpoint for n in cluster.nodes]
-        reset_core()
-        wait_until(lambda: core().status() is not None, 30, "the core to answer", interval=0.2)
-        yield cluster
-        settings.FLAGSTAFF_ENDPOINTS = saved
-        reset_core()
-    finally:
-        registry.kill_all()
-        for node in cluster.nodes:
-            shutil.rmtree(node.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

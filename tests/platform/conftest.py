@@ -10,42 +10,15 @@ would shadow the standard library's ``platform`` module.
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.conf import settings
 from platform_support import boolean_flag, grant_editor
 from rest_framework.test import APIClient
 
-from flags.core import core, reset_core
-from tests.cluster.harness import Cluster, ProcessRegistry, wait_until
-
-
-@pytest.fixture(scope="session")
-def core_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three `flagstaff node` processes; the platform's settings point at them for the session."""
-    registry = ProcessRegistry()
-    base = tmp_path_factory.mktemp("core")
-    cluster = Cluster(base, registry, 3, [])
-    try:
-        cluster.start()
-        cluster.wait_for_leader(timeout=30)
-        saved = settings.FLAGSTAFF_ENDPOINTS
-        settings.FLAGSTAFF_ENDPOINTS = [n.endpoint for n in cluster.nodes]
-        reset_core()
-        wait_until(lambda: core().status() is not None, 30, "the core to answer through the gateway",
-                   interval=0.2)
-        yield cluster
-        settings.FLAGSTAFF_ENDPOINTS = saved
-        reset_core()
-    finally:
-        registry.kill_all()
-        print(cluster.dump_logs())
-        for node in cluster.nodes:
-            shutil.rmtree(node.data_dir, ignore_errors=True)
+from tests.cluster.harness import Cluster
 
 
 @pytest.fixture
