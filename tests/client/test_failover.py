@@ -7,6 +7,7 @@ the module shares one cluster.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -48,62 +49,72 @@ async def test_reads_and_writes_move_past_a_killed_member(etcd3: EtcdCluster) ->
 
 async def test_watch_resumes_on_another_member_exactly_once(etcd3: EtcdCluster) -> None:
     prefix = "/failover/watch/"
-    victim = etcd3.followers()[0]
-    survivors = [m for m in etcd3 if m is not victim]
-    async with (
-        Client([victim.endpoint, *[m.endpoint for m in survivors]]) as watcher,
-        Client([m.endpoint for m in survivors]) as writer,
-    ):
-        lease = await writer.lease_grant(2)
+    followers = etcd3.followers()
+    leader = next(m for m in etcd3 if m not in followers)
+    async with Client([m.endpoint for m in [*followers, leader]]) as watcher:
         watch = watcher.watch_prefix(prefix)
         await watch.wait_created()
-        keeper = watcher.keep_alive(lease.ID)
-        await keeper.wait_renewed(timeout=5)
-        assert watcher.watch_endpoint == victim.endpoint
+        # The victim is the member the watch stream is on: the first follower, unless the client
+        # already moved past it (a slow answer on a loaded machine); never the leader, so that
+        # the writer's puts are not caught in an election.
+        victim = next(m for m in etcd3 if m.endpoint == watcher.watch_endpoint)
+        assert victim is not leader, "the watch moved past both followers"
+        survivors = [m for m in etcd3 if m is not victim]
+        async with Client([m.endpoint for m in survivors]) as writer:
+            await _watch_resumes_exactly_once(etcd3, watcher, writer, watch, victim, prefix)
 
-        written: list[int] = []
-        events: list[kv_pb2.Event] = []
-        total = 120
 
-        async def write() -> None:
-            for i in range(total):
-                written.append((await writer.put(f"{prefix}{i:03}", str(i))).header.revision)
-                await asyncio.sleep(0.004)
+async def _watch_resumes_exactly_once(
+    etcd3: EtcdCluster, watcher: Client, writer: Client, watch: Any, victim: EtcdMember, prefix: str
+) -> None:
+    resumes_before = len(watch.resumes)
+    lease = await writer.lease_grant(2)
+    keeper = watcher.keep_alive(lease.ID)
+    await keeper.wait_renewed(timeout=5)
 
-        async def read() -> None:
-            async for batch in watch:
-                events.extend(batch.events)
-                if len(events) >= total:
-                    return
+    written: list[int] = []
+    events: list[kv_pb2.Event] = []
+    total = 120
 
-        reading = asyncio.create_task(read())
-        writing = asyncio.create_task(write())
-        try:
-            while len(written) < total // 3:
-                await asyncio.sleep(0.01)
-            victim.kill()  # the member the watch stream (and the keep-alive) is on
-            await asyncio.wait_for(writing, 20)
-            await asyncio.wait_for(reading, 10)
-        finally:
-            writing.cancel()
-            reading.cancel()
-            restore(etcd3, victim)
+    async def write() -> None:
+        for i in range(total):
+            written.append((await writer.put(f"{prefix}{i:03}", str(i))).header.revision)
+            await asyncio.sleep(0.004)
 
-        revisions = [e.kv.mod_revision for e in events]
-        assert revisions == written  # every event, once, in order
-        assert [e.kv.value for e in events] == [str(i).encode() for i in range(total)]
-        assert watcher.watch_endpoint != victim.endpoint
-        # The watch was re-created after the kill from a revision it had not seen,
-        # replaying what was written while no stream was open.
-        assert len(watch.resumes) == 1
-        resumed = watch.resumes[0]
-        assert written[0] < resumed <= written[-1] and resumed - 1 in written
-        # The keep-alive moved to a surviving member too, without losing the lease.
-        await keeper.wait_renewed(timeout=5)
-        assert not keeper.lost
-        await keeper.close()
-        await watch.close()
-        await writer.lease_revoke(lease.ID)
+    async def read() -> None:
+        async for batch in watch:
+            events.extend(batch.events)
+            if len(events) >= total:
+                return
+
+    reading = asyncio.create_task(read())
+    writing = asyncio.create_task(write())
+    try:
+        while len(written) < total // 3:
+            await asyncio.sleep(0.01)
+        victim.kill()  # the member the watch stream (and the keep-alive) is on
+        await asyncio.wait_for(writing, 20)
+        await asyncio.wait_for(reading, 10)
+    finally:
+        writing.cancel()
+        reading.cancel()
+        restore(etcd3, victim)
+
+    revisions = [e.kv.mod_revision for e in events]
+    assert revisions == written  # every event, once, in order
+    assert [e.kv.value for e in events] == [str(i).encode() for i in range(total)]
+    assert watcher.watch_endpoint != victim.endpoint
+    # The watch was re-created after the kill from a revision it had not seen,
+    # replaying what was written while no stream was open.
+    assert len(watch.resumes) == resumes_before + 1
+    resumed = watch.resumes[-1]
+    assert written[0] < resumed <= written[-1] and resumed - 1 in written
+    # The keep-alive moved to a surviving member too, without losing the lease.
+    await keeper.wait_renewed(timeout=5)
+    assert not keeper.lost
+    await keeper.close()
+    await watch.close()
+    await writer.lease_revoke(lease.ID)
 
 
 async def test_put_without_quorum_is_uncertain_and_not_retried(etcd3: EtcdCluster) -> None:
