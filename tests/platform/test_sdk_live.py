@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 
 from flags.sdk import Client, ClientState, FlagChange
 from flags.tokens import TokenKind, do_create_token
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,11 +38,8 @@ DEADLINE = 30.0
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    """Poll ``condition`` until it is true (the cluster harness's ``wait_until``)."""
+    wait_until(lambda: bool(condition()) or None, timeout, what, interval=0.02)
 
 
 def _free_port() -> int:
