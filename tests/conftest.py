@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from consensus.storage.background_snapshot import disable_grpc_fork_handlers
+
+# In-process members and DurableLogs fork to write snapshots; gRPC (used by
+# other tests in this process) must have its fork handlers off before it loads.
+disable_grpc_fork_handlers()
+
 if TYPE_CHECKING:
     from tests.cluster.harness import Cluster
 

@@ -90,6 +90,11 @@ from consensus.server.transport import (
     TransportLimits,
     fetch_cluster_id,
 )
+from consensus.storage.background_snapshot import (
+    BackgroundSnapshot,
+    SnapshotWriteError,
+    fork_supported,
+)
 from consensus.storage.durable import WAL_DIR, DurableLog
 from consensus.storage.wal import WAL
 
@@ -218,6 +223,7 @@ class Member:
         self._reads_awaiting_apply: list[_ReadsAwaitingApply] = []
         self._applied = 0
         self._snapshot_index = 0
+        self._background_snapshot: BackgroundSnapshot | None = None
         self._leader = NONE
         self._last_known_leader = NONE
         self._raft_state = StateType.FOLLOWER
@@ -635,19 +641,73 @@ class Member:
             transport.set_peer(mid, urls)
 
     def _maybe_snapshot(self) -> None:
-        if not self._snapshot_due and self._applied - self._snapshot_index < self.config.snapshot_count:
+        """Take a snapshot when ``--snapshot-count`` entries were applied since the last one.
+
+        Periodic snapshots are written in the background by a forked child
+        (consensus.storage.background_snapshot), one at a time, so the Raft
+        loop never stalls on encoding and writing the state. A snapshot forced
+        by a conf change (``_snapshot_due``) is taken in-line: it must exist
+        before the leader next sends one to the new member.
+        """
+        forced = self._snapshot_due
+        if not forced and (
+            self._applied - self._snapshot_index < self.config.snapshot_count
+            or self._background_snapshot is not None
+        ):
             return
         self._snapshot_due = False
         if self._applied <= self._snapshot_index:
             return
         node = self._require(self._node)
+        durable = self._require(self._log)
         if failpoints.ACTIVE: failpoints.hit("before-snapshot-save")  # noqa: E701 - test-only
+        if not forced and fork_supported():
+            membership, fsm = self.membership, self.fsm
+            started = time.perf_counter()
+            job = durable.start_background_snapshot(
+                self._applied, node.raft.conf_state(),
+                lambda: StateSnapshot(membership, fsm.snapshot()).encode(),
+            )
+            self._background_snapshot = job
+            self._spawn(self._finish_background_snapshot(job, started))
+            return
+        started = time.perf_counter()
         data = StateSnapshot(self.membership, self.fsm.snapshot()).encode()
-        # Blocking disk I/O (file write, fsyncs): rare, every --snapshot-count entries.
-        self._require(self._log).create_snapshot(self._applied, node.raft.conf_state(), data)
-        self._snapshot_index = self._applied
+        # Blocking: encoding and disk I/O (file write, fsyncs) on the Raft loop.
+        durable.create_snapshot(self._applied, node.raft.conf_state(), data)
+        self._snapshot_taken(self._applied, len(data), time.perf_counter() - started, "in-line")
+
+    async def _finish_background_snapshot(self, job: BackgroundSnapshot, started: float) -> None:
+        """Wait for a background snapshot's child, then adopt the file (marker, compaction)."""
+        index = job.metadata.index
+        try:
+            try:
+                snapshot = await job.result()
+            except SnapshotWriteError as exc:
+                # As an in-line snapshot that fails (etcd panics on it): the disk
+                # is full or failing, and going on would grow the WAL unboundedly.
+                log.error("%s; stopping", exc)
+                if self._exit_code == 0:
+                    self._exit_code = 1
+                    self._spawn(self._shutdown())
+                return
+            finally:
+                self._background_snapshot = None
+            if self._stopping:
+                return
+            if await self._require(self._log).adopt_snapshot(snapshot):
+                self._snapshot_taken(index, len(snapshot.data), time.perf_counter() - started, "background")
+            else:
+                log.info("dropped the background snapshot at %d: a newer one got there first", index)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+        self._maybe_snapshot()  # the next one may be due already (the state is at _applied here)
+
+    def _snapshot_taken(self, index: int, size: int, seconds: float, how: str) -> None:
+        self._snapshot_index = max(self._snapshot_index, index)
         self.metrics.snapshots_taken += 1
-        log.info("took a snapshot at %d (%d bytes) and compacted the log", self._applied, len(data))
+        log.info("took a snapshot at %d (%d bytes, %s, %.3f s) and compacted the log", index, size, how, seconds)
 
     # -- proposals --------------------------------------------------------------------------------------
     async def propose(self, data: bytes, timeout: float | None = None) -> object:
@@ -1055,6 +1115,8 @@ class Member:
             if task is not current:
                 task.cancel()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        if self._background_snapshot is not None:
+            self._background_snapshot.cancel()
         if self._read_round is not None and self._read_round.retry is not None:
             self._read_round.retry.cancel()
         if self._lead_term:

@@ -17,11 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from consensus.raft.storage import MemoryStorage
-from consensus.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotOutOfDateError
+from consensus.raft.types import (
+    ConfState,
+    Entry,
+    HardState,
+    Snapshot,
+    SnapshotMetadata,
+    SnapshotOutOfDateError,
+)
 from consensus.server import failpoints
+from consensus.storage.background_snapshot import BackgroundSnapshot
 from consensus.storage.diskio import fsync_dir
 from consensus.storage.group_commit import GroupCommitter
 from consensus.storage.snapshot_store import SnapshotCorruptError, SnapshotStore
@@ -215,6 +223,52 @@ class DurableLog:
         """
         snapshot = self._storage.create_snapshot(index, conf_state, data)
         self._snapshots.save(snapshot)
+        self._compact_behind(snapshot)
+        return snapshot
+
+    def start_background_snapshot(
+        self, index: int, conf_state: ConfState, encode: Callable[[], bytes]
+    ) -> BackgroundSnapshot:
+        """Fork a child that writes the snapshot at ``index`` (see :mod:`background_snapshot`).
+
+        ``encode`` runs in the child and returns the state as applied up to
+        ``index`` (the caller forks right after applying it). Adopt the result
+        with :meth:`adopt_snapshot`.
+        """
+        if index <= self._storage.snapshot().metadata.index:
+            raise SnapshotOutOfDateError(
+                f"snapshot at {index} is not newer than {self._storage.snapshot().metadata.index}"
+            )
+        metadata = SnapshotMetadata(index=index, term=self._storage.term(index), conf_state=conf_state.copy())
+        return BackgroundSnapshot.start(self._snapshots, metadata, encode)
+
+    async def adopt_snapshot(self, snapshot: Snapshot) -> bool:
+        """Make a snapshot already saved in the store (by a background child) the log's snapshot.
+
+        Then as :meth:`create_snapshot`: WAL marker, release, compaction. False
+        (and the file deleted) when a newer snapshot was taken or installed
+        from the leader meanwhile. Serialized with :meth:`persist_async`, whose
+        snapshot install also writes a marker.
+        """
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        meta = snapshot.metadata
+        async with self._write_lock:
+            if meta.index <= self._storage.snapshot().metadata.index:
+                self._snapshots.discard(meta.index, meta.term)
+                return False
+            adopted = self._storage.create_snapshot(meta.index, meta.conf_state, snapshot.data)
+            if adopted.metadata.term != meta.term:  # the entry at index cannot change once applied
+                raise DurableLogError(
+                    f"snapshot at {meta.index} was written for term {meta.term}, the log says "
+                    f"{adopted.metadata.term}"
+                )
+            self._compact_behind(adopted)
+        return True
+
+    def _compact_behind(self, snapshot: Snapshot) -> None:
+        """With ``snapshot`` durable: marker, WAL release, MemoryStorage compaction, old files."""
+        index = snapshot.metadata.index
         if failpoints.ACTIVE: failpoints.hit("snapshot-saved-before-marker")  # noqa: E701 - test-only
         self._wal.save_snapshot_marker(index, snapshot.metadata.term)
         self._wal.release_to(index)  # syncs the marker before deleting anything
@@ -222,7 +276,6 @@ class DurableLog:
         if compact_to >= self._storage.first_index():
             self._storage.compact(compact_to)
         self._snapshots.release(keep=self._keep_snapshots)
-        return snapshot
 
     def close(self) -> None:
         """Stop group commit, sync and close the WAL. Idempotent."""

@@ -162,6 +162,12 @@ class SnapshotStore:
         doomed = self.list_snapshots()[:-keep]
         return self._remove(doomed)
 
+    def discard(self, index: int, term: int) -> list[str]:
+        """Delete the snapshot file at (``index``, ``term``) if there is one (a superseded one)."""
+        if (index, term) not in self.list_snapshots():
+            return []
+        return self._remove([(index, term)])
+
     def discard_newer(self, index: int) -> list[str]:
         """Delete snapshot files newer than ``index`` (orphans whose WAL marker was never written)."""
         return self._remove([(i, t) for i, t in self.list_snapshots() if i > index])

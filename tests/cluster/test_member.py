@@ -67,7 +67,12 @@ async def test_single_member_snapshots_compacts_and_recovers(tmp_path: Path) -> 
         assert results[-1] == (member.applied, 25)
         with pytest.raises(errors.RequestTooLargeError, match="request is too large"):
             await member.propose(b"x" * (cfg.max_request_bytes + 1))
+        # Periodic snapshots are written by a background child: wait for the second.
+        deadline = asyncio.get_running_loop().time() + 10
+        while member.status().snapshot_index < 20 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         assert member.metrics.snapshots_taken >= 2
+        assert member.status().snapshot_index >= 20
         before = member.fsm
         assert isinstance(before, DigestStateMachine)
         digest, applied = before.digest, member.applied
