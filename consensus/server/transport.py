@@ -252,6 +252,25 @@ def frame(payload: bytes | memoryview) -> bytes:
     return _FRAME_LENGTH.pack(len(payload)) + payload
 
 
+def _write(writer: asyncio.StreamWriter, data: bytes | memoryview) -> None:
+    """Write ``data`` on an outbound peer connection; ConnectionResetError if it is closed.
+
+    A connection can be reset (a partition healing, a peer restarting) after
+    the writing task last looked at it: the reset is processed by the loop,
+    but the EOF watcher that would tell the writer has not run yet. asyncio's
+    own loop then drops the write and the next drain raises
+    ConnectionResetError; uvloop, which members run on, raises RuntimeError
+    ("the handler is closed") from ``write`` itself, which the callers did not
+    expect -- a link's task died of it silently and never re-dialled
+    (robustness seed 9110). Invariant: a write on a closed connection raises
+    ConnectionResetError (an OSError) on every loop, the failure every caller
+    handles by reconnecting and reporting the peer unreachable.
+    """
+    if writer.transport.is_closing():  # uvloop: a closed handle is always closing
+        raise ConnectionResetError("the peer connection was reset")
+    writer.write(data)
+
+
 async def _dial(
     sockets: PeerSockets,
     addr: HostPort,
@@ -264,7 +283,7 @@ async def _dial(
     """Connect and handshake; returns the streams and the listener's (cluster id, member id)."""
     reader, writer = await sockets.open_connection(addr, limits.dial_timeout)
     try:
-        writer.write(_HANDSHAKE.pack(MAGIC, PROTOCOL_VERSION, kind, cluster_id, sender, recipient))
+        _write(writer, _HANDSHAKE.pack(MAGIC, PROTOCOL_VERSION, kind, cluster_id, sender, recipient))
         reply = await asyncio.wait_for(
             reader.readexactly(_HANDSHAKE_REPLY.size), limits.dial_timeout
         )
@@ -373,6 +392,10 @@ class PeerLink:
 
     # -- the connection loop ---------------------------------------------------------------
     async def _run(self) -> None:
+        # Invariant: this task ends only when the link is stopped. However a
+        # connection ends, the queue is dropped, Raft hears the peer is
+        # unreachable, and the peer is dialled again; a link that died instead
+        # would silently swallow every later message to its peer.
         limits = self._transport.limits
         backoff = limits.backoff_initial
         while not self._stop.is_set():
@@ -400,6 +423,10 @@ class PeerLink:
             except (TimeoutError, OSError) as exc:
                 if not self._stop.is_set():
                     log.info("connection to peer %x lost: %s", self.member_id, exc)
+            except Exception:  # not foreseen: still a lost connection, never a dead link
+                if self._stop.is_set():
+                    return
+                log.warning("connection to peer %x failed", self.member_id, exc_info=True)
             finally:
                 self.connected = False
                 writer.close()
@@ -434,7 +461,7 @@ class PeerLink:
                 batch = b"".join(self._queue)
                 self._queue.clear()
                 self.queued_bytes = 0
-                writer.write(batch)
+                _write(writer, batch)
                 async with asyncio.timeout(self._transport.limits.write_timeout):
                     await writer.drain()
         finally:
@@ -467,10 +494,10 @@ class PeerLink:
             async with asyncio.timeout(limits.snapshot_timeout):
                 reader, writer = await self._connect(STREAM_SNAPSHOT)
                 try:
-                    writer.write(frame(encode_message(m, with_snapshot_data=False)))
+                    _write(writer, frame(encode_message(m, with_snapshot_data=False)))
                     step = limits.snapshot_chunk_bytes
                     for start in range(0, len(data), step):
-                        writer.write(frame(data[start : start + step]))
+                        _write(writer, frame(data[start : start + step]))
                         await writer.drain()
                     await writer.drain()
                     ack = await reader.readexactly(1)
@@ -478,8 +505,11 @@ class PeerLink:
                     writer.close()
             if ack[0] != SNAPSHOT_ACK_OK:
                 raise ConnectionError(f"peer refused the snapshot (ack {ack[0]})")
-        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
-            log.warning("sending snapshot at %d to %x failed: %s", index, self.member_id, exc)
+        except Exception as exc:
+            # Every snapshot handed to the link is reported, failed or not:
+            # until then Raft keeps the peer's progress in SNAPSHOT and sends it
+            # nothing else.
+            log.warning("sending snapshot at %d to %x failed: %r", index, self.member_id, exc)
             reporter.report_unreachable(self.member_id)
             reporter.report_snapshot(self.member_id, failed=True)
             return

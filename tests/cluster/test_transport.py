@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
+import uvloop
 
 from consensus.raft.types import (
     ConfState,
@@ -16,7 +19,16 @@ from consensus.raft.types import (
     Snapshot,
     SnapshotMetadata,
 )
-from consensus.server.transport import PeerTransport, TransportLimits, fetch_cluster_id
+from consensus.server.peer_codec import decode_message
+from consensus.server.transport import (
+    _HANDSHAKE,
+    _HANDSHAKE_REPLY,
+    HANDSHAKE_OK,
+    FrameReader,
+    PeerTransport,
+    TransportLimits,
+    fetch_cluster_id,
+)
 
 from .harness import free_port
 
@@ -174,3 +186,81 @@ async def test_another_cluster_is_refused_and_probe_reports_the_cluster_id(pair:
     finally:
         await stranger.stop()
     assert await fetch_cluster_id([pair.b_url]) == (CLUSTER, 2)
+
+
+# -- a connection reset just before a send (robustness seed 9110) ---------------------------------
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_link_whose_connection_is_reset_just_before_a_send_reconnects(loop: str) -> None:
+    """Robustness seed 9110 (docs/robustness.md, finding 4): when a partition healed (the proxy
+    resets the blackholed connections), the new leader's link to the deposed leader wrote its
+    next heartbeat on the reset connection before its EOF watcher had noticed the reset.
+    uvloop (which members run on) raises RuntimeError for a write on a closed transport, where
+    asyncio's loop drops it; the link's task died of it silently, never re-dialled, and the
+    deposed leader never heard from the new leader again. Here the send comes 0..3 loop turns
+    after the reset (uvloop fails at one of them without the fix): on either loop the link must
+    re-dial, report the peer unreachable and deliver the next message."""
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        for turns in range(4):
+            runner.run(_reset_then_send(turns))
+
+
+async def _accept_link(
+    listener: socket.socket, expect_from: int
+) -> tuple[socket.socket, asyncio.StreamReader, asyncio.StreamWriter]:
+    """Accept one message connection on a raw listener and answer its handshake."""
+    loop = asyncio.get_running_loop()
+    raw, _ = await asyncio.wait_for(loop.sock_accept(listener), 5)
+    head = b""
+    while len(head) < _HANDSHAKE.size:
+        chunk = await loop.sock_recv(raw, _HANDSHAKE.size - len(head))
+        assert chunk, "the link closed during its handshake"
+        head += chunk
+    assert _HANDSHAKE.unpack(head)[4] == expect_from
+    await loop.sock_sendall(raw, _HANDSHAKE_REPLY.pack(HANDSHAKE_OK, CLUSTER, 2))
+    return raw, *(await asyncio.open_connection(sock=raw.dup()))
+
+
+async def _reset_then_send(turns: int) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    seen = Recorder()
+    t = PeerTransport(CLUSTER, 1, seen.handle, seen,
+                      limits=TransportLimits(backoff_initial=0.01, backoff_max=0.05))
+    t.set_peer(2, [f"http://127.0.0.1:{listener.getsockname()[1]}"])
+    link = t._links[2]
+    raw, _, w = await _accept_link(listener, 1)
+    try:
+        await until(lambda: link.connected)
+        await asyncio.sleep(0.02)  # the link is idle, waiting for messages
+        # RST (as the proxy does when a partition heals), then a send `turns` loop turns later.
+        w.transport.abort()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        t.send([heartbeat(1)])
+        try:
+            raw2, r2, w2 = await _accept_link(listener, 1)
+        except TimeoutError:
+            task = link._task
+            raise AssertionError(
+                f"the link never re-dialled after the reset ({turns} turns); its task "
+                + (f"died: {task.exception()!r}" if task.done() else "is still running")
+            ) from None
+        try:
+            t.send([heartbeat(2)])
+            (frame,) = await asyncio.wait_for(FrameReader(r2).read_frames(), 5)
+            assert decode_message(frame).commit == 2
+            assert 2 in seen.unreachable  # the reset was reported to Raft
+        finally:
+            w2.close()
+            raw2.close()
+    finally:
+        await t.stop()
+        listener.close()
