@@ -27,12 +27,18 @@ long full collection (tens of thousands of writes apart).
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 FREEZE_AFTER_SECONDS = 0.005
 """CPU time of one full collection above which its survivors are frozen."""
+
+LOG_AFTER_SECONDS = 0.1
+"""Wall time of one full collection above which it is logged (it stopped the event loop that long)."""
 
 
 def install(*, freeze_after: float = FREEZE_AFTER_SECONDS) -> Callable[[], None]:
@@ -42,16 +48,23 @@ def install(*, freeze_after: float = FREEZE_AFTER_SECONDS) -> Callable[[], None]
     """
     gc.collect()
     gc.freeze()
-    started = [0.0]
+    started = [0.0, 0.0]
 
     def on_collection(phase: str, info: dict[str, Any]) -> None:
         if info.get("generation") != 2:
             return
         if phase == "start":
             started[0] = time.thread_time()
-        elif time.thread_time() - started[0] > freeze_after:
-            # The collection is over (its lists are consistent again): freezing only moves them.
-            gc.freeze()
+            started[1] = time.perf_counter()
+        else:
+            took = time.thread_time() - started[0]
+            wall = time.perf_counter() - started[1]
+            if took > freeze_after:
+                # The collection is over (its lists are consistent again): freezing only moves them.
+                gc.freeze()
+            if wall > LOG_AFTER_SECONDS:
+                log.warning("a full garbage collection stopped the loop for %.0f ms (%.0f ms of CPU, "
+                            "%d objects collected)", wall * 1000, took * 1000, info.get("collected", 0))
 
     gc.callbacks.append(on_collection)
     return lambda: gc.callbacks.remove(on_collection)

@@ -100,6 +100,9 @@ from consensus.storage.wal import WAL
 
 log = logging.getLogger(__name__)
 
+LOOP_STALL_WARNING_SECONDS = 0.2
+"""A tick this late means nothing ran on the loop meanwhile: logged, and counted in the metrics."""
+
 SHUTDOWN_STEP_SECONDS = 10.0
 """How long stopping waits for the peer transport, and for the WAL to close, before giving up on it."""
 
@@ -397,6 +400,9 @@ class Member:
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             now = loop.time()
+            if now - next_at > LOOP_STALL_WARNING_SECONDS:
+                self.metrics.loop_stalls += 1
+                log.warning("the event loop stalled: a tick ran %.0f ms late", (now - next_at) * 1000)
             next_at += interval
             if next_at < now:
                 # The loop stalled for more than a tick: resume the cadence
@@ -669,7 +675,7 @@ class Member:
                 lambda: StateSnapshot(membership, fsm.snapshot()).encode(),
             )
             self._background_snapshot = job
-            self._spawn(self._finish_background_snapshot(job, started))
+            self._spawn(self._finish_background_snapshot(job, started, time.perf_counter() - started))
             return
         started = time.perf_counter()
         data = StateSnapshot(self.membership, self.fsm.snapshot()).encode()
@@ -677,7 +683,9 @@ class Member:
         durable.create_snapshot(self._applied, node.raft.conf_state(), data)
         self._snapshot_taken(self._applied, len(data), time.perf_counter() - started, "in-line")
 
-    async def _finish_background_snapshot(self, job: BackgroundSnapshot, started: float) -> None:
+    async def _finish_background_snapshot(
+        self, job: BackgroundSnapshot, started: float, fork_seconds: float
+    ) -> None:
         """Wait for a background snapshot's child, then adopt the file (marker, compaction)."""
         index = job.metadata.index
         try:
@@ -695,8 +703,11 @@ class Member:
                 self._background_snapshot = None
             if self._stopping:
                 return
+            written = time.perf_counter()
             if await self._require(self._log).adopt_snapshot(snapshot):
-                self._snapshot_taken(index, len(snapshot.data), time.perf_counter() - started, "background")
+                how = (f"background: fork {fork_seconds * 1000:.0f} ms, written and read back "
+                       f"{written - started:.3f} s, adopted {(time.perf_counter() - written) * 1000:.0f} ms")
+                self._snapshot_taken(index, len(snapshot.data), time.perf_counter() - started, how)
             else:
                 log.info("dropped the background snapshot at %d: a newer one got there first", index)
         except asyncio.CancelledError:

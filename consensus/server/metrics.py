@@ -66,6 +66,7 @@ class MemberMetrics:
     proposals_failed: int = 0
     snapshots_taken: int = 0
     snapshots_installed: int = 0
+    loop_stalls: int = 0
     read_index_rounds: int = 0
     peer_messages_received: int = 0
     wal_fsync: Histogram = field(default_factory=lambda: Histogram(WAL_FSYNC_BUCKETS))
@@ -146,6 +147,9 @@ def render_prometheus(sample: MetricsSample) -> str:
          "Snapshots this member took of its applied state.", c.snapshots_taken),
         ("flagstaff_snapshots_installed_total", "counter",
          "Snapshots received from a leader and installed.", c.snapshots_installed),
+        ("flagstaff_event_loop_stalls_total", "counter",
+         "Ticks that ran more than 200 ms late (nothing else ran on the event loop meanwhile).",
+         c.loop_stalls),
         ("flagstaff_read_index_rounds_total", "counter",
          "ReadIndex requests sent (each serves every read waiting on it).", c.read_index_rounds),
         ("flagstaff_peer_messages_received_total", "counter",

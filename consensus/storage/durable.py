@@ -263,7 +263,15 @@ class DurableLog:
                     f"snapshot at {meta.index} was written for term {meta.term}, the log says "
                     f"{adopted.metadata.term}"
                 )
-            self._compact_behind(adopted)
+            # As _compact_behind, with its blocking disk I/O (the marker's fsync,
+            # deleting WAL segments and old snapshot files of hundreds of MB) in
+            # a thread: a background snapshot must not stall the loop at the end.
+            index = adopted.metadata.index
+            if failpoints.ACTIVE: failpoints.hit("snapshot-saved-before-marker")  # noqa: E701 - test-only
+            self._wal.save_snapshot_marker(index, adopted.metadata.term)
+            await asyncio.to_thread(self._wal.release_to, index)  # syncs the marker first
+            self._compact_memory(index)
+            await asyncio.to_thread(self._snapshots.release, self._keep_snapshots)
         return True
 
     def _compact_behind(self, snapshot: Snapshot) -> None:
@@ -272,10 +280,14 @@ class DurableLog:
         if failpoints.ACTIVE: failpoints.hit("snapshot-saved-before-marker")  # noqa: E701 - test-only
         self._wal.save_snapshot_marker(index, snapshot.metadata.term)
         self._wal.release_to(index)  # syncs the marker before deleting anything
+        self._compact_memory(index)
+        self._snapshots.release(keep=self._keep_snapshots)
+
+    def _compact_memory(self, index: int) -> None:
+        """Drop entries from the MemoryStorage, keeping ``catch_up_entries`` before ``index``."""
         compact_to = index - self._catch_up_entries
         if compact_to >= self._storage.first_index():
             self._storage.compact(compact_to)
-        self._snapshots.release(keep=self._keep_snapshots)
 
     def close(self) -> None:
         """Stop group commit, sync and close the WAL. Idempotent."""

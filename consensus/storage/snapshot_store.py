@@ -15,13 +15,14 @@ length or checksum.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
 import struct
 
 from consensus.raft.types import ConfState, Snapshot, SnapshotMetadata
-from consensus.storage.diskio import crc32c, fsync_dir, read_file, write_all
+from consensus.storage.diskio import crc32c, fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 
@@ -184,41 +185,66 @@ class SnapshotStore:
 
 
 def _read_snapshot(path: str, index: int, term: int) -> Snapshot:
-    """Read and verify the snapshot file at ``path``, expected at (``index``, ``term``)."""
-    content = read_file(path)
-    if len(content) < _HEADER.size:
-        raise SnapshotCorruptError(f"{path}: truncated header ({len(content)} bytes)")
-    magic, version, crc, body_length = _HEADER.unpack_from(content, 0)
-    if magic != SNAPSHOT_MAGIC:
-        raise SnapshotCorruptError(f"{path}: not a snapshot file (magic {magic!r})")
-    if version != SNAPSHOT_VERSION:
-        raise SnapshotCorruptError(f"{path}: unsupported snapshot version {version}")
-    if len(content) != _HEADER.size + body_length:
-        raise SnapshotCorruptError(
-            f"{path}: {len(content)} bytes, the header promises {_HEADER.size + body_length}"
-        )
-    body = memoryview(content)[_HEADER.size :]
-    actual = crc32c(body, 0)
+    """Read and verify the snapshot file at ``path``, expected at (``index``, ``term``).
+
+    The state (``data``) is read straight into its own bytes object: slicing it
+    out of the whole file would copy hundreds of MB while holding the GIL,
+    a stall for every other thread (the member's event loop included).
+    """
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = _read_up_to(f, _HEADER.size + _METADATA.size)
+        if len(head) < _HEADER.size:
+            raise SnapshotCorruptError(f"{path}: truncated header ({len(head)} bytes)")
+        magic, version, crc, body_length = _HEADER.unpack_from(head, 0)
+        if magic != SNAPSHOT_MAGIC:
+            raise SnapshotCorruptError(f"{path}: not a snapshot file (magic {magic!r})")
+        if version != SNAPSHOT_VERSION:
+            raise SnapshotCorruptError(f"{path}: unsupported snapshot version {version}")
+        if size != _HEADER.size + body_length:
+            raise SnapshotCorruptError(
+                f"{path}: {size} bytes, the header promises {_HEADER.size + body_length}"
+            )
+        fixed = memoryview(head)[_HEADER.size :]  # the fixed-size metadata (shorter if the body is)
+        rest_length = body_length - len(fixed)
+        ids_length = -1
+        if len(fixed) == _METADATA.size:
+            meta_index, meta_term, voter_count, learner_count = _METADATA.unpack_from(fixed, 0)
+            ids_length = (voter_count + learner_count) * _NODE_ID.size
+        if 0 <= ids_length <= rest_length:
+            ids = _read_up_to(f, ids_length)
+            data = _read_up_to(f, rest_length - ids_length)
+        else:  # damaged counts: still checksum the body, so the error says what happened
+            ids, data = b"", _read_up_to(f, rest_length)
+    actual = crc32c(data, crc32c(ids, crc32c(fixed, 0)))
     if actual != crc:
         raise SnapshotCorruptError(
             f"{path}: checksum mismatch (stored {crc:#010x}, computed {actual:#010x})"
         )
-    try:
-        meta_index, meta_term, voter_count, learner_count = _METADATA.unpack_from(body, 0)
-        pos = _METADATA.size
-        voters = list(struct.unpack_from(f"<{voter_count}Q", body, pos))
-        pos += voter_count * _NODE_ID.size
-        learners = list(struct.unpack_from(f"<{learner_count}Q", body, pos))
-        pos += learner_count * _NODE_ID.size
-    except struct.error as exc:
-        raise SnapshotCorruptError(f"{path}: malformed metadata: {exc}") from exc
+    if not 0 <= ids_length <= rest_length:
+        raise SnapshotCorruptError(f"{path}: malformed metadata (membership does not fit the body)")
+    voters = list(struct.unpack_from(f"<{voter_count}Q", ids, 0))
+    learners = list(struct.unpack_from(f"<{learner_count}Q", ids, voter_count * _NODE_ID.size))
     if (meta_index, meta_term) != (index, term):
         raise SnapshotCorruptError(
             f"{path}: holds index {meta_index} term {meta_term}, its name index {index} term {term}"
         )
     return Snapshot(
-        data=content[_HEADER.size + pos :],
+        data=data,
         metadata=SnapshotMetadata(
             index=meta_index, term=meta_term, conf_state=ConfState(voters, learners)
         ),
     )
+
+
+def _read_up_to(f: io.RawIOBase, length: int) -> bytes:
+    """Up to ``length`` bytes from ``f`` (fewer only at end of file), without joining copies."""
+    chunks: list[bytes] = []
+    remaining = length
+    while remaining > 0:
+        chunk = f.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" when nothing was read
