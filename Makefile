@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
 APT_PACKAGES := etcd-client etcd-server chromium
 
-.PHONY: install apt-deps lint test up sim bench bench-compare bench-discovery robustness clean
+.PHONY: install apt-deps lint test up sim bench bench-compare bench-check-perf bench-discovery robustness clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: install
 # Flagstaff vs etcd on fresh local 3-member clusters (~8 min); updates docs/performance.md.
 bench-compare: install
 	$(BIN)/python -m consensus.bench.compare --write-docs
+
+# etcdctl check perf --load=m on fresh 3-member Flagstaff and etcd clusters, alternating
+# (CHECK_PERF_ARGS="--prefill 150000" runs it against a large store)
+bench-check-perf: install
+	$(BIN)/python -m consensus.bench.check_perf_runs $(CHECK_PERF_ARGS)
 
 # 1,000 service instances renewing their leases every second through the discovery Registry
 # (~2 min); prints the CPU of the Registry and of each core member (docs/performance.md).

@@ -122,7 +122,7 @@ def idle_cpu_rate(cluster: LocalCluster, seconds: float = 3.0) -> float:
     return (sum(cluster.cpu_seconds().values()) - cpu0) / seconds
 
 
-def _bench(
+def run_bench(
     cluster: LocalCluster, args: tuple[str, ...], duration: float | None, idle_rate: float = 0.0
 ) -> dict[str, Any]:
     """Run ``flagstaff bench`` against ``cluster``; its JSON report plus the servers' CPU.
@@ -180,7 +180,7 @@ def check_perf(cluster: LocalCluster, load: str) -> dict[str, Any]:
 
 
 def _prefill(cluster: LocalCluster) -> None:
-    _bench(cluster, ("put", "--sequential-keys", "--total", str(RANGE_KEYS), "--key-space-size",
+    run_bench(cluster, ("put", "--sequential-keys", "--total", str(RANGE_KEYS), "--key-space-size",
                      str(RANGE_KEYS), "--val-size", "256", "--clients", "50", "--conns", "5"), None)
 
 
@@ -231,7 +231,7 @@ def compare(base: Path, rounds: int, duration: float, loads: list[str], only: se
         for r in range(rounds):
             for w in workloads:
                 for name, cluster in clusters.items():
-                    report = _bench(cluster, w.args, duration, idle.get(name, 0.0))
+                    report = run_bench(cluster, w.args, duration, idle.get(name, 0.0))
                     value = _metric(report, w.metric)
                     run = {"round": r + 1, "workload": w.key, "system": name, "value": value,
                            "report": report}

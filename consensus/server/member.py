@@ -699,8 +699,6 @@ class Member:
                     self._exit_code = 1
                     self._spawn(self._shutdown())
                 return
-            finally:
-                self._background_snapshot = None
             if self._stopping:
                 return
             written = time.perf_counter()
@@ -713,6 +711,10 @@ class Member:
         except asyncio.CancelledError:
             job.cancel()
             raise
+        finally:
+            # Only now: until the adoption is done, _snapshot_index is the old
+            # one and another snapshot would look due at once.
+            self._background_snapshot = None
         self._maybe_snapshot()  # the next one may be due already (the state is at _applied here)
 
     def _snapshot_taken(self, index: int, size: int, seconds: float, how: str) -> None:

@@ -876,14 +876,18 @@ class WAL:
             keep_from = 0
             while keep_from < holder and self._segments[keep_from].max_entry_index <= marker:
                 keep_from += 1
-            try:
-                for segment in self._segments[:keep_from]:
-                    os.unlink(segment.path)  # oldest first: a crash leaves a readable suffix
-                    removed.append(segment.path)
-            finally:
-                if removed:
-                    del self._segments[: len(removed)]
-                    fsync_dir(self._dir)
+            doomed = self._segments[:keep_from]
+            del self._segments[:keep_from]
+        # Outside the lock: deleting 64 MiB segments and syncing the directory
+        # takes a while on a busy disk, and appends (the Raft loop) take the lock.
+        # The doomed segments are no longer written to nor listed.
+        try:
+            for segment in doomed:
+                os.unlink(segment.path)  # oldest first: a crash leaves a readable suffix
+                removed.append(segment.path)
+        finally:
+            if removed:
+                fsync_dir(self._dir)
         return removed
 
     def close(self) -> None:

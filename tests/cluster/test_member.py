@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -106,4 +107,26 @@ async def test_concurrent_reads_share_read_index_requests(tmp_path: Path) -> Non
         # The first caller starts a round; everyone arriving meanwhile shares the next one.
         assert member.metrics.read_index_rounds - rounds_before <= 2
     finally:
+        await member.stop()
+
+
+async def test_a_stalled_event_loop_is_logged_and_counted_in_the_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    member = Member(config(tmp_path, ["solo"]))
+    await member.start()
+    responder = HttpResponder(member_routes(member))
+    metrics_url = f"http://127.0.0.1:{free_port()}"
+    await responder.listen([metrics_url])
+    try:
+        assert await member.wait_for_leader(5)
+        time.sleep(0.4)  # something holds the loop (a long apply, a full GC...)
+        await asyncio.sleep(0.05)  # the next tick sees how late it is
+        assert member.metrics.loop_stalls >= 1
+        assert any("the event loop stalled: a tick ran" in r.getMessage() for r in caplog.records)
+        code, body = await asyncio.to_thread(http, "GET", f"{metrics_url}/metrics")
+        assert code == 200
+        assert f"flagstaff_event_loop_stalls_total {member.metrics.loop_stalls}" in body
+    finally:
+        await responder.stop()
         await member.stop()
