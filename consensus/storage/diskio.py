@@ -9,6 +9,7 @@ the callers count as written is exactly what the kernel was handed.
 from __future__ import annotations
 
 import contextlib
+import io
 import mmap
 import os
 from collections.abc import Callable, Iterator
@@ -59,21 +60,21 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def read_file(path: str) -> bytes:
-    """The whole content of the file at ``path``."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fd).st_size
-        chunks: list[bytes] = []
-        while True:
-            # A single read returns at most ~2 GiB on Linux; loop until EOF.
-            chunk = os.read(fd, max(size, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    finally:
-        os.close(fd)
+def read_up_to(f: io.RawIOBase, length: int) -> bytes:
+    """Up to ``length`` bytes from ``f`` (fewer only at end of file), in one buffer when it can.
+
+    A single read returns at most ~2 GiB on Linux, so large lengths loop; a
+    length that one read satisfies comes back without a joining copy.
+    """
+    chunks: list[bytes] = []
+    remaining = length
+    while remaining > 0:
+        chunk = f.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" when nothing was read
 
 
 @contextlib.contextmanager

@@ -223,7 +223,11 @@ class DurableLog:
         """
         snapshot = self._storage.create_snapshot(index, conf_state, data)
         self._snapshots.save(snapshot)
-        self._compact_behind(snapshot)
+        if failpoints.ACTIVE: failpoints.hit("snapshot-saved-before-marker")  # noqa: E701 - test-only
+        self._wal.save_snapshot_marker(index, snapshot.metadata.term)
+        self._wal.release_to(index)  # syncs the marker before deleting anything
+        self._compact_memory(index)
+        self._snapshots.release(keep=self._keep_snapshots)
         return snapshot
 
     def start_background_snapshot(
@@ -235,10 +239,9 @@ class DurableLog:
         ``index`` (the caller forks right after applying it). Adopt the result
         with :meth:`adopt_snapshot`.
         """
-        if index <= self._storage.snapshot().metadata.index:
-            raise SnapshotOutOfDateError(
-                f"snapshot at {index} is not newer than {self._storage.snapshot().metadata.index}"
-            )
+        current = self._storage.snapshot().metadata.index
+        if index <= current:
+            raise SnapshotOutOfDateError(f"snapshot at {index} is not newer than {current}")
         metadata = SnapshotMetadata(index=index, term=self._storage.term(index), conf_state=conf_state.copy())
         return BackgroundSnapshot.start(self._snapshots, metadata, encode)
 
@@ -263,7 +266,7 @@ class DurableLog:
                     f"snapshot at {meta.index} was written for term {meta.term}, the log says "
                     f"{adopted.metadata.term}"
                 )
-            # As _compact_behind, with its blocking disk I/O (the marker's fsync,
+            # As create_snapshot, with its blocking disk I/O (the marker's fsync,
             # deleting WAL segments and old snapshot files of hundreds of MB) in
             # a thread: a background snapshot must not stall the loop at the end.
             index = adopted.metadata.index
@@ -273,15 +276,6 @@ class DurableLog:
             self._compact_memory(index)
             await asyncio.to_thread(self._snapshots.release, self._keep_snapshots)
         return True
-
-    def _compact_behind(self, snapshot: Snapshot) -> None:
-        """With ``snapshot`` durable: marker, WAL release, MemoryStorage compaction, old files."""
-        index = snapshot.metadata.index
-        if failpoints.ACTIVE: failpoints.hit("snapshot-saved-before-marker")  # noqa: E701 - test-only
-        self._wal.save_snapshot_marker(index, snapshot.metadata.term)
-        self._wal.release_to(index)  # syncs the marker before deleting anything
-        self._compact_memory(index)
-        self._snapshots.release(keep=self._keep_snapshots)
 
     def _compact_memory(self, index: int) -> None:
         """Drop entries from the MemoryStorage, keeping ``catch_up_entries`` before ``index``."""

@@ -15,14 +15,13 @@ length or checksum.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import re
 import struct
 
 from consensus.raft.types import ConfState, Snapshot, SnapshotMetadata
-from consensus.storage.diskio import crc32c, fsync_dir, write_all
+from consensus.storage.diskio import crc32c, fsync_dir, read_up_to, write_all
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ def _read_snapshot(path: str, index: int, term: int) -> Snapshot:
     """
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        head = _read_up_to(f, _HEADER.size + _METADATA.size)
+        head = read_up_to(f, _HEADER.size + _METADATA.size)
         if len(head) < _HEADER.size:
             raise SnapshotCorruptError(f"{path}: truncated header ({len(head)} bytes)")
         magic, version, crc, body_length = _HEADER.unpack_from(head, 0)
@@ -212,10 +211,10 @@ def _read_snapshot(path: str, index: int, term: int) -> Snapshot:
             meta_index, meta_term, voter_count, learner_count = _METADATA.unpack_from(fixed, 0)
             ids_length = (voter_count + learner_count) * _NODE_ID.size
         if 0 <= ids_length <= rest_length:
-            ids = _read_up_to(f, ids_length)
-            data = _read_up_to(f, rest_length - ids_length)
+            ids = read_up_to(f, ids_length)
+            data = read_up_to(f, rest_length - ids_length)
         else:  # damaged counts: still checksum the body, so the error says what happened
-            ids, data = b"", _read_up_to(f, rest_length)
+            ids, data = b"", read_up_to(f, rest_length)
     actual = crc32c(data, crc32c(ids, crc32c(fixed, 0)))
     if actual != crc:
         raise SnapshotCorruptError(
@@ -236,15 +235,3 @@ def _read_snapshot(path: str, index: int, term: int) -> Snapshot:
         ),
     )
 
-
-def _read_up_to(f: io.RawIOBase, length: int) -> bytes:
-    """Up to ``length`` bytes from ``f`` (fewer only at end of file), without joining copies."""
-    chunks: list[bytes] = []
-    remaining = length
-    while remaining > 0:
-        chunk = f.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" when nothing was read
